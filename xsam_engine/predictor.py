@@ -1,0 +1,344 @@
+"""`XSamPredictor`: encode an image once, segment it for many requests, re-apply conditions to new frames."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from . import postprocessing
+from .modeling_llm import phrase_spans
+from .modeling_outputs import LanguageModelOutput, MaskEncoderOutput, PixelDecoderOutput
+from .modeling_xsam import XSamModel
+from .processing import SamInputs, XSamImageProcessor, validate_rgb_image
+from .prompts import chat_prompt, clean_category, question_for, template_answer
+from .requests import SegmentationRequest, Task
+from .results import Condition, SegmentationResult
+from .timing import StageTimer
+from .tokenization import SpecialTokenIds, add_xsam_tokens, clean_generated_text, encode_with_placeholders, gcg_caption
+from .visual_prompts import rasterise_prompt
+
+logger = logging.getLogger(__name__)
+
+MAX_TEXT_LENGTH = 1000
+MAX_VOCABULARY = 256
+DEFAULT_SCORE_THRESHOLD = 0.5
+
+
+class XSamPredictor:
+    """Runs X-SAM on one image at a time, in the spirit of `segment_anything.SamPredictor`.
+
+    `set_image` runs the text-independent stages (SAM encoder, connector, pixel decoder) once;
+    the SigLIP encoder and seg projector run lazily, only when a request needs the LLM.
+    `segment(request)` = `encode_request` (LLM -> `Condition`) + `decode` (mask decoder +
+    post-processing). `decode(condition)` on a new image is tracking: no LLM, no SigLIP.
+    """
+
+    def __init__(self, model: XSamModel, tokenizer: PreTrainedTokenizerBase, seed: int = 0) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.special: SpecialTokenIds = add_xsam_tokens(tokenizer)
+        vocab_rows = model.config.language.vocab_size
+        if len(tokenizer) > vocab_rows:
+            raise ValueError(
+                f"The tokenizer has {len(tokenizer)} tokens but the model's embedding has {vocab_rows} rows; "
+                "use the tokenizer saved with the model."
+            )
+        self.processor = XSamImageProcessor(model.config.vision, model.config.mask_encoder)
+        self.seed = seed
+        self.reset_image()
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str | Path | None = None, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
+    ) -> XSamPredictor:
+        """Load a model saved by `save_pretrained`; `None` loads the shipped tabletop demo model."""
+        from .checkpoint import load_pretrained
+
+        model, tokenizer = load_pretrained(path, device=device, dtype=dtype)
+        return cls(model, tokenizer)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def is_image_set(self) -> bool:
+        return self._sam_inputs is not None
+
+    @property
+    def image_size(self) -> tuple[int, int] | None:
+        """(H, W) of the current image, or None."""
+        return None if self._sam_inputs is None else self._sam_inputs.original_size
+
+    def reset_image(self) -> None:
+        """Forget the current image and every feature cached for it."""
+        self._image: np.ndarray | None = None
+        self._sam_inputs: SamInputs | None = None
+        self._mask_output: MaskEncoderOutput | None = None
+        self._pixel_features: PixelDecoderOutput | None = None
+        self._llm_image_tokens: torch.Tensor | None = None
+        self._image_timings: dict[str, float] = {}
+
+    @torch.inference_mode()
+    def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
+        """Encode an (H, W, 3) uint8 image; `image_format` is "RGB" or "BGR"."""
+        if image_format not in ("RGB", "BGR"):
+            raise ValueError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}.")
+        image = validate_rgb_image(image)
+        if image_format == "BGR":
+            image = np.ascontiguousarray(image[..., ::-1])
+        self.reset_image()
+        timer = StageTimer(self.device)
+        with timer.stage("preprocess"):
+            sam_inputs = self.processor.sam_inputs(image)
+        with timer.stage("mask_encoder"):
+            mask_output = self.model.encode_mask_image(sam_inputs.pixel_values.to(self.device))
+        with timer.stage("pixel_decoder"):
+            pixel_features = self.model.encode_pixels(mask_output)
+        self._image, self._sam_inputs = image, sam_inputs
+        self._mask_output, self._pixel_features = mask_output, pixel_features
+        self._image_timings = timer.seconds
+
+    def _require_image(self) -> None:
+        if not self.is_image_set:
+            raise RuntimeError("An image must be set with .set_image(...) before segmenting.")
+
+    def _image_tokens(self, timer: StageTimer) -> torch.Tensor:
+        """(N_siglip + N_sam, H) LLM image tokens, computed on first use per image."""
+        if self._llm_image_tokens is None:
+            with timer.stage("vision_encoder"):
+                siglip_pixels = self.processor.siglip_inputs(self._image).to(self.device)
+                siglip_tokens = self.model.encode_vision(siglip_pixels)[0]
+                sam_tokens = self.model.sam_tokens(self._mask_output)[0]
+                self._llm_image_tokens = torch.cat([siglip_tokens, sam_tokens])
+        return self._llm_image_tokens
+
+    @torch.inference_mode()
+    def segment(self, request: SegmentationRequest) -> SegmentationResult:
+        """Run the language model for `request` on the current image, then decode its masks."""
+        timer = StageTimer(self.device)
+        condition = self._encode_request(request, timer)
+        result = self._decode(condition, timer)
+        result.timings = {**self._image_timings, **timer.seconds}
+        return result
+
+    @torch.inference_mode()
+    def encode_request(self, request: SegmentationRequest) -> Condition:
+        """Only the language-model part: the condition that `decode` applies to any image."""
+        return self._encode_request(request, StageTimer(self.device))
+
+    @torch.inference_mode()
+    def decode(self, condition: Condition, **overrides: float | None) -> SegmentationResult:
+        """Apply a condition to the current image without the LLM (tracking).
+
+        `overrides` may set `score_threshold` / `mask_threshold` for this call.
+        """
+        if overrides:
+            condition = replace(condition, request=replace(condition.request, **overrides))
+        timer = StageTimer(self.device)
+        result = self._decode(condition, timer)
+        result.timings = {**self._image_timings, **timer.seconds}
+        return result
+
+    # -- request -> condition ------------------------------------------------------------------
+
+    def _labels_for(self, request: SegmentationRequest) -> tuple[str, ...]:
+        if request.task in (Task.REFERRING, Task.REASONING):
+            return (request.text.strip(),)
+        if request.task.is_generic:
+            return tuple(clean_category(name) for name in request.vocabulary)
+        if request.task.uses_regions:
+            return tuple(f"region {index}" for index in range(len(request.regions)))
+        return ()
+
+    def _rasterise_regions(self, request: SegmentationRequest) -> list[np.ndarray]:
+        height, width = self._sam_inputs.original_size
+        masks = [rasterise_prompt(region, height, width) for region in request.regions]
+        for index, mask in enumerate(masks):
+            if not mask.any():
+                raise ValueError(f"Visual prompt {index} covers no pixel of the {width}x{height} image.")
+        return masks
+
+    def _encode_request(self, request: SegmentationRequest, timer: StageTimer) -> Condition:
+        self._require_image()
+        validate_request(request)
+        prompt_masks: list[np.ndarray] = []
+        region_tokens = None
+        image_tokens = self._image_tokens(timer)
+        with timer.stage("prompt"):
+            if request.task.uses_regions:
+                prompt_masks = self._rasterise_regions(request)
+                sam_tokens = image_tokens[self.model.config.vision.num_tokens :]
+                padded = [self.processor.prompt_mask(mask, self._sam_inputs.scaled_size).to(self.device) for mask in prompt_masks]
+                generator = torch.Generator().manual_seed(self.seed)
+                region_tokens = self.model.encode_regions(sam_tokens, padded, generator)
+            language = self.model.config.language
+            question = question_for(
+                request.task, request.text, request.vocabulary, len(request.regions), language.template_index
+            )
+            prompt_ids = encode_with_placeholders(self.tokenizer, chat_prompt(question), add_bos=language.add_bos)
+        with timer.stage("llm"):
+            output = self._run_language_model(request, prompt_ids, image_tokens, region_tokens)
+        labels = output.phrases if request.task is Task.GCG else self._labels_for(request)
+        return Condition(
+            request=request,
+            condition_embeds=output.condition_embeds,
+            seg_embeds=output.seg_embeds,
+            labels=labels,
+            text=output.text,
+            prompt_masks=tuple(prompt_masks),
+        )
+
+    def _run_language_model(
+        self,
+        request: SegmentationRequest,
+        prompt_ids: list[int],
+        image_tokens: torch.Tensor,
+        region_tokens: torch.Tensor | None,
+    ) -> LanguageModelOutput:
+        language_model = self.model.language_model
+        generate = request.generate or request.task.generates_text
+        if not generate:
+            # Zero decode steps: the answer template is placed in the prompt and one forward pass
+            # yields the <SEG> state. Tokens after <SEG> cannot change it (causal), so stop there.
+            answer = template_answer(request.task, self.model.config.language.template_index)
+            answer_ids = self.tokenizer.encode(answer, add_special_tokens=False)
+            answer_ids = answer_ids[: answer_ids.index(self.special.seg) + 1]
+            sequence = language_model.splice(prompt_ids + answer_ids, image_tokens, region_tokens)
+            states = language_model.hidden_states(sequence.embeds)
+            spans = phrase_spans(sequence.token_ids, self.special)
+            seg_positions = (sequence.token_ids == self.special.seg).nonzero().flatten()
+            return LanguageModelOutput(
+                condition_embeds=language_model.pool_conditions(states, spans),
+                seg_embeds=language_model.condition_projector(states[seg_positions[:1]]),
+                output_ids=[],
+                text="",
+                num_decode_steps=0,
+            )
+        sequence = language_model.splice(prompt_ids, image_tokens, region_tokens)
+        states, output_ids = language_model.generate(sequence, self.special, request.max_new_tokens)
+        prompt_length = sequence.token_ids.shape[0]
+        generated = torch.tensor(output_ids, dtype=torch.long)
+        raw_text = self.tokenizer.decode(output_ids, skip_special_tokens=False)
+        seg_positions = (generated == self.special.seg).nonzero().flatten() + prompt_length
+        seg_positions = seg_positions[seg_positions < states.shape[0]]
+        phrases: tuple[str, ...] = ()
+        if self.special.phrase_start in output_ids:
+            # GCG: conditions come from the <p>...</p> spans of the answer.
+            spans = [(prompt_length + s, prompt_length + e) for s, e in phrase_spans(generated, self.special)]
+            spans = [(s, e) for s, e in spans if e < states.shape[0]]
+            phrases = tuple(
+                self.tokenizer.decode(output_ids[s - prompt_length + 1 : e - prompt_length]).strip() for s, e in spans
+            )
+        else:
+            spans = phrase_spans(sequence.token_ids, self.special)
+        if request.task is Task.GCG:
+            text = gcg_caption(clean_generated_text(raw_text, keep_phrase_tags=True))
+        else:
+            text = clean_generated_text(raw_text, keep_phrase_tags=False)
+        single_seg_required = request.task not in (Task.REFERRING, Task.REASONING)
+        if single_seg_required and seg_positions.numel() != 1:
+            seg_positions = seg_positions[:0]  # X-SAM: none or several <SEG> => no masks
+        return LanguageModelOutput(
+            condition_embeds=language_model.pool_conditions(states, spans),
+            seg_embeds=language_model.condition_projector(states[seg_positions[:1]]),
+            output_ids=output_ids,
+            text=text,
+            num_decode_steps=len(output_ids),
+            phrases=phrases,
+        )
+
+    # -- condition -> result -------------------------------------------------------------------
+
+    def _decode(self, condition: Condition, timer: StageTimer) -> SegmentationResult:
+        self._require_image()
+        request = condition.request
+        height, width = self._sam_inputs.original_size
+        result = SegmentationResult(
+            task=request.task, instances=[], labels=condition.labels, image_size=(height, width), text=condition.text,
+            condition=condition,
+        )
+        if condition.seg_embeds.shape[0] == 0 or condition.condition_embeds.shape[0] == 0:
+            return result
+        with timer.stage("decoder"):
+            output = self.model.decode(
+                self._pixel_features, condition.condition_embeds[None].to(self.model.dtype), condition.seg_embeds[:1]
+            )
+        geometry = postprocessing.ImageGeometry(
+            input_size=self.processor.sam_size, scaled_size=self._sam_inputs.scaled_size, original_size=(height, width)
+        )
+        class_logits, mask_logits = output.class_logits[0], output.mask_logits[0]
+        threshold = DEFAULT_SCORE_THRESHOLD if request.score_threshold is None else request.score_threshold
+        with timer.stage("postprocess"):
+            task, labels = request.task, condition.labels
+            if task in (Task.REFERRING, Task.REASONING):
+                result.instances = postprocessing.referring(class_logits, mask_logits, geometry, labels, request.mask_threshold)
+            elif task is Task.SEMANTIC:
+                semantic = postprocessing.semantic(class_logits, mask_logits, geometry)
+                result.semantic_map = semantic
+                result.instances = _semantic_instances(semantic, class_logits, labels)
+            elif task is Task.PANOPTIC:
+                stuff = frozenset(
+                    i for i, name in enumerate(labels) if name in {clean_category(s) for s in request.stuff_vocabulary}
+                )
+                result.panoptic_map, result.instances = postprocessing.panoptic(
+                    class_logits, mask_logits, geometry, labels, stuff, threshold
+                )
+            elif task in (Task.INSTANCE, Task.OPEN_VOCABULARY, Task.VGD):
+                result.instances = postprocessing.instance(
+                    class_logits, mask_logits, geometry, labels, threshold, request.mask_threshold
+                )
+            elif task is Task.INTERACTIVE:
+                result.instances = postprocessing.interactive(
+                    class_logits, mask_logits, geometry, labels, condition.prompt_masks[0], threshold,
+                    request.mask_threshold,
+                )
+            elif task is Task.GCG:
+                result.instances = postprocessing.grounded_phrases(
+                    class_logits, mask_logits, geometry, labels, request.mask_threshold
+                )
+        return result
+
+
+def _semantic_instances(semantic: np.ndarray, class_logits: torch.Tensor, labels: tuple[str, ...]) -> list:
+    """One instance per class present in the semantic map, scored by its best query's probability."""
+    probabilities = postprocessing.class_probabilities(class_logits).max(dim=0).values
+    instances = []
+    for index in np.unique(semantic):
+        mask = semantic == index
+        instances.append(postprocessing.make_instance(mask, int(index), float(probabilities[index]), labels))
+    instances.sort(key=lambda item: -item.score)
+    return instances
+
+
+def validate_request(request: SegmentationRequest) -> None:
+    """Raise ValueError with the fix when a request cannot run."""
+    task = request.task
+    if not isinstance(task, Task):
+        raise ValueError(f"Unknown task {task!r}; use one of {[t.value for t in Task]}.")
+    if len(request.text) > MAX_TEXT_LENGTH:
+        raise ValueError(f"The text has {len(request.text)} characters; the limit is {MAX_TEXT_LENGTH}.")
+    if task in (Task.REFERRING, Task.REASONING) and not request.text.strip():
+        raise ValueError(f"A {task.value} request needs a non-empty text (e.g. 'the red cup').")
+    if task.is_generic:
+        names = [clean_category(name) for name in request.vocabulary]
+        if not names or not all(names):
+            raise ValueError(f"A {task.value} request needs a vocabulary of non-empty class names.")
+        if len(names) > MAX_VOCABULARY:
+            raise ValueError(f"The vocabulary has {len(names)} names; the limit is {MAX_VOCABULARY}.")
+        if len(set(names)) != len(names):
+            raise ValueError(f"The vocabulary has duplicate names: {names}.")
+    if task is Task.INTERACTIVE and len(request.regions) != 1:
+        raise ValueError(f"An interactive request needs exactly one visual prompt, got {len(request.regions)}.")
+    if task is Task.VGD and not request.regions:
+        raise ValueError("A VGD request needs at least one visual prompt.")
+    for name, value in (("score_threshold", request.score_threshold), ("mask_threshold", request.mask_threshold)):
+        if value is not None and not (0.0 <= value <= 1.0):
+            raise ValueError(f"{name} must be in [0, 1], got {value}.")
+    if request.max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {request.max_new_tokens}.")
