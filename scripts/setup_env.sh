@@ -52,6 +52,13 @@ hash_inputs() {
   done | sha256sum | cut -c1-16
 }
 
+# pip, minus the "Location ... is ignored" lines that file:// indexes in a machine-wide
+# pip configuration print for every package they lack; pip's exit status is kept.
+pip_install() {
+  { "$VPY" -m pip install --disable-pip-version-check -q "$@" 2>&1 1>&3 \
+      | { grep -v 'is ignored: it is neither a file nor a directory' >&2 || true; }; } 3>&1
+}
+
 site_packages() {
   "$VPY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'
 }
@@ -120,7 +127,7 @@ EOF
 
 step_pip() {
   local key stamp torch_pin torch_version index
-  key="$(hash_inputs requirements.txt requirements/*.txt; "$VPY" -c 'import sys; print(sys.version)')"
+  key="$(hash_inputs "$REQUIREMENTS" requirements.txt requirements/*.txt; "$VPY" -c 'import sys; print(sys.version)')"
   key="$(printf '%s' "$key" | sha256sum | cut -c1-16)"
   stamp="$STAMPS/pip-$key"
   if [ "$FORCE" != 1 ] && [ -f "$stamp" ]; then
@@ -135,11 +142,11 @@ step_pip() {
       index="$(torch_extra_index)"
       if [ -n "$index" ]; then
         log "torch: $torch_pin with extra index $index"
-        "$VPY" -m pip install --disable-pip-version-check -q "$torch_pin" --extra-index-url "$index"
+        pip_install "$torch_pin" --extra-index-url "$index"
       fi
     fi
   fi
-  "$VPY" -m pip install --disable-pip-version-check -q -r "$REQUIREMENTS"
+  pip_install -r "$REQUIREMENTS"
   rm -f "$STAMPS"/pip-*
   touch "$stamp"
 }
