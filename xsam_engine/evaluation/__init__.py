@@ -1,0 +1,43 @@
+"""Evaluation metrics for every X-SAM task (numpy only)."""
+
+from .metrics import (
+    GCGRecall,
+    GroundedPhrase,
+    InstanceAnnotation,
+    InstancePrediction,
+    MaskAP,
+    PanopticAnnotation,
+    PanopticQuality,
+    PQStat,
+    SemanticIoU,
+    ciou,
+    gcg_mask_recall,
+    giou,
+    mask_ap,
+    mask_iou,
+    miou,
+    miou_binary,
+    normalise_phrase,
+    panoptic_quality,
+)
+
+__all__ = [
+    "GCGRecall",
+    "GroundedPhrase",
+    "InstanceAnnotation",
+    "InstancePrediction",
+    "MaskAP",
+    "PQStat",
+    "PanopticAnnotation",
+    "PanopticQuality",
+    "SemanticIoU",
+    "ciou",
+    "gcg_mask_recall",
+    "giou",
+    "mask_ap",
+    "mask_iou",
+    "miou",
+    "miou_binary",
+    "normalise_phrase",
+    "panoptic_quality",
+]
