@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -12,7 +13,7 @@ from transformers import PreTrainedTokenizerBase
 
 from . import postprocessing
 from .modeling_llm import phrase_spans
-from .modeling_outputs import LanguageModelOutput, MaskEncoderOutput, PixelDecoderOutput
+from .modeling_outputs import LanguageModelOutput, MaskEncoderOutput, PixelDecoderOutput, SegDecoderOutput
 from .modeling_xsam import XSamModel
 from .processing import SamInputs, XSamImageProcessor, validate_rgb_image
 from .prompts import chat_prompt, clean_category, question_for, template_answer
@@ -23,6 +24,22 @@ from .tokenization import SpecialTokenIds, add_xsam_tokens, clean_generated_text
 from .visual_prompts import rasterise_prompt
 
 logger = logging.getLogger(__name__)
+
+
+class ImageStages(Protocol):
+    """The per-image stages a backend can accelerate; `XSamModel` implements them in PyTorch."""
+
+    def encode_mask_image(self, pixel_values: torch.Tensor) -> MaskEncoderOutput: ...
+
+    def encode_pixels(self, mask_output: MaskEncoderOutput) -> PixelDecoderOutput: ...
+
+    def encode_vision(self, pixel_values: torch.Tensor) -> torch.Tensor: ...
+
+    def sam_tokens(self, mask_output: MaskEncoderOutput) -> torch.Tensor: ...
+
+    def decode(
+        self, pixel_features: PixelDecoderOutput, condition_embeds: torch.Tensor, seg_embeds: torch.Tensor
+    ) -> SegDecoderOutput: ...
 
 MAX_TEXT_LENGTH = 1000
 MAX_VOCABULARY = 256
@@ -38,8 +55,19 @@ class XSamPredictor:
     post-processing). `decode(condition)` on a new image is tracking: no LLM, no SigLIP.
     """
 
-    def __init__(self, model: XSamModel, tokenizer: PreTrainedTokenizerBase, seed: int = 0) -> None:
+    def __init__(
+        self, model: XSamModel, tokenizer: PreTrainedTokenizerBase, seed: int = 0, stages: ImageStages | None = None
+    ) -> None:
+        """Args:
+            model: a built model (the language model and region encoder always run from it).
+            tokenizer: the model's tokenizer; X-SAM's tokens are added if missing.
+            seed: seed of the region sampler's point draw (deterministic results per request).
+            stages: optional accelerated implementation of the image stages (`encode_mask_image`,
+                `encode_pixels`, `encode_vision`, `sam_tokens`, `decode`), e.g. ONNX Runtime or
+                TensorRT engines; defaults to the PyTorch model itself.
+        """
         self.model = model.eval()
+        self.stages: ImageStages = stages if stages is not None else model
         self.tokenizer = tokenizer
         self.special: SpecialTokenIds = add_xsam_tokens(tokenizer)
         vocab_rows = model.config.language.vocab_size
@@ -97,9 +125,9 @@ class XSamPredictor:
         with timer.stage("preprocess"):
             sam_inputs = self.processor.sam_inputs(image)
         with timer.stage("mask_encoder"):
-            mask_output = self.model.encode_mask_image(sam_inputs.pixel_values.to(self.device))
+            mask_output = self.stages.encode_mask_image(sam_inputs.pixel_values.to(self.device))
         with timer.stage("pixel_decoder"):
-            pixel_features = self.model.encode_pixels(mask_output)
+            pixel_features = self.stages.encode_pixels(mask_output)
         self._image, self._sam_inputs = image, sam_inputs
         self._mask_output, self._pixel_features = mask_output, pixel_features
         self._image_timings = timer.seconds
@@ -113,8 +141,8 @@ class XSamPredictor:
         if self._llm_image_tokens is None:
             with timer.stage("vision_encoder"):
                 siglip_pixels = self.processor.siglip_inputs(self._image).to(self.device)
-                siglip_tokens = self.model.encode_vision(siglip_pixels)[0]
-                sam_tokens = self.model.sam_tokens(self._mask_output)[0]
+                siglip_tokens = self.stages.encode_vision(siglip_pixels)[0]
+                sam_tokens = self.stages.sam_tokens(self._mask_output)[0]
                 self._llm_image_tokens = torch.cat([siglip_tokens, sam_tokens])
         return self._llm_image_tokens
 
@@ -266,7 +294,7 @@ class XSamPredictor:
         if condition.seg_embeds.shape[0] == 0 or condition.condition_embeds.shape[0] == 0:
             return result
         with timer.stage("decoder"):
-            output = self.model.decode(
+            output = self.stages.decode(
                 self._pixel_features, condition.condition_embeds[None].to(self.model.dtype), condition.seg_embeds[:1]
             )
         geometry = postprocessing.ImageGeometry(

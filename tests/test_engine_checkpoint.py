@@ -1,0 +1,149 @@
+"""Checkpoint loading: official release layout via the key map, our own format, and refusals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from engine_fixtures import scene_image, tiny_model_and_tokenizer
+from xsam_engine import SegmentationRequest, Task
+from xsam_engine.checkpoint import (
+    convert_official_state_dict,
+    load_into,
+    load_official,
+    load_pretrained,
+    read_state_dict,
+    save_pretrained,
+    to_official_state_dict,
+)
+from xsam_engine.configuration_xsam import XSamConfig
+from xsam_engine.modeling_xsam import XSamModel
+from xsam_engine.predictor import XSamPredictor
+from xsam_engine.tabletop.tokenizer import build_tokenizer
+
+REQUEST = SegmentationRequest(Task.INSTANCE, vocabulary=("cup", "bowl"), score_threshold=0.0)
+
+
+def _run(model, tokenizer, image):
+    predictor = XSamPredictor(model, tokenizer)
+    predictor.set_image(image)
+    return predictor.segment(REQUEST)
+
+
+def _assert_same_results(a, b) -> None:
+    assert len(a.instances) == len(b.instances) > 0
+    for x, y in zip(a.instances, b.instances):
+        assert np.array_equal(x.mask, y.mask) and x.score == y.score and x.label == y.label
+
+
+def _official_checkpoint(model: XSamModel) -> dict[str, torch.Tensor]:
+    """Our weights written in the release's naming, plus the keys the release has but X-SAM never uses."""
+    official = to_official_state_dict(model.state_dict())
+    config = model.config
+    hidden = config.vision.hidden_size
+    unused_layer = f"visual_encoder.vision_model.encoder.layers.{config.vision.used_layers}"
+    official[f"{unused_layer}.layer_norm1.weight"] = torch.ones(hidden)
+    official["visual_encoder.vision_model.head.probe"] = torch.zeros(1, 1, hidden)
+    official["segmentor.encoder.neck.conv1.weight"] = torch.zeros(8, config.mask_encoder.hidden_size, 1, 1)
+    official["segmentor.shared_image_embedding.positional_embedding"] = torch.zeros(2, 4)
+    return official
+
+
+def test_official_key_names_cover_the_release_layout() -> None:
+    model, _ = tiny_model_and_tokenizer()
+    official = to_official_state_dict(model.state_dict())
+    prefixes = {key.split(".")[0] for key in official}
+    assert prefixes == {
+        "visual_encoder", "visual_projector", "segmentor", "seg_projector", "seg_connector", "llm", "llm_projector",
+        "bg_embeds",
+    }
+    assert "segmentor.logit_scale" in official
+    assert any(k.startswith("segmentor.decoder.decoder.mask_predictor.mask_embedder.0.0") for k in official)
+    assert any(k.startswith("seg_connector.model.0.model.0.weight") for k in official)
+    assert any(k.startswith("llm.model.layers.0.self_attn.qkv_proj") for k in official)
+    assert "visual_projector.model.0.weight" in official and "llm.lm_head.weight" in official
+
+
+def test_release_layout_checkpoint_loads_and_gives_identical_outputs(tmp_path) -> None:
+    model, tokenizer = tiny_model_and_tokenizer(seed=3)
+    path = tmp_path / "pytorch_model.bin"
+    torch.save(_official_checkpoint(model), path)
+    base_tokenizer = build_tokenizer()  # without <SEG>/<p>/</p>: the loader adds them as the official code does
+    base_tokenizer.save_pretrained(tmp_path / "tokenizer")
+    loaded, loaded_tokenizer, report = load_official(path, tmp_path / "tokenizer", config=model.config)
+    assert report.missing == [] and report.unexpected == []
+    assert len(report.unused) == 4
+    image = scene_image(seed=2)
+    _assert_same_results(_run(model, tokenizer, image), _run(loaded, loaded_tokenizer, image))
+
+
+def test_main_branch_names_are_accepted_too() -> None:
+    model, _ = tiny_model_and_tokenizer()
+    official = to_official_state_dict(model.state_dict())
+    renamed = {
+        key.replace("visual_encoder.", "vision_encoder.").replace("segmentor.logit_scale", "segmentor.class_predictor.logit_scale"): value
+        for key, value in official.items()
+    }
+    converted, unused, unmapped = convert_official_state_dict(renamed, model.config)
+    assert unmapped == [] and unused == []
+    assert set(converted) == set(model.state_dict())
+
+
+def test_shape_mismatch_is_refused_with_both_shapes(tmp_path) -> None:
+    model, _ = tiny_model_and_tokenizer()
+    state = model.state_dict()
+    state["seg_decoder.background_embedding.weight"] = torch.zeros(1, 7)
+    with pytest.raises(ValueError, match=r"background_embedding.weight: checkpoint \(1, 7\) vs model \(1, 32\)"):
+        load_into(XSamModel(model.config), state)
+
+
+def test_missing_and_unknown_keys_are_refused_or_reported(tmp_path) -> None:
+    model, tokenizer = tiny_model_and_tokenizer()
+    official = to_official_state_dict(model.state_dict())
+    del official["bg_embeds.weight"]
+    official["some_other_model.weight"] = torch.zeros(1)
+    path = tmp_path / "model.safetensors"
+    from safetensors.torch import save_file
+
+    save_file(official, str(path))
+    build_tokenizer().save_pretrained(tmp_path / "tok")
+    with pytest.raises(ValueError, match="some_other_model.weight"):
+        load_official(path, tmp_path / "tok", config=model.config)
+    _, _, report = load_official(path, tmp_path / "tok", config=model.config, strict=False)
+    assert report.missing == ["seg_decoder.background_embedding.weight"]
+    assert report.unexpected == ["some_other_model.weight"]
+
+
+def test_tokenizer_of_the_wrong_size_is_refused(tmp_path) -> None:
+    model, _ = tiny_model_and_tokenizer()
+    config = XSamConfig.tiny(vocab_size=model.config.language.vocab_size + 5)
+    torch.save(to_official_state_dict(model.state_dict()), tmp_path / "pytorch_model.bin")
+    build_tokenizer().save_pretrained(tmp_path / "tok")
+    with pytest.raises(ValueError, match="tokens"):
+        load_official(tmp_path / "pytorch_model.bin", tmp_path / "tok", config=config)
+
+
+def test_only_weights_are_read_never_code(tmp_path) -> None:
+    class Payload:
+        def __reduce__(self):
+            return (print, ("this must never run",))
+
+    path = tmp_path / "evil.bin"
+    torch.save({"x": Payload()}, path)
+    with pytest.raises(Exception, match="(?i)weights_only|unsupported|global"):
+        read_state_dict(path)
+    with pytest.raises(ValueError, match="Unsupported"):
+        (tmp_path / "model.pkl").write_bytes(b"")
+        read_state_dict(tmp_path / "model.pkl")
+
+
+def test_own_format_round_trip(tmp_path) -> None:
+    model, tokenizer = tiny_model_and_tokenizer(seed=4)
+    save_pretrained(model, tokenizer, tmp_path / "m", metadata={"note": "test"})
+    loaded, loaded_tokenizer = load_pretrained(tmp_path / "m")
+    assert loaded.config == model.config
+    image = scene_image(seed=7)
+    _assert_same_results(_run(model, tokenizer, image), _run(loaded, loaded_tokenizer, image))
+    with pytest.raises(FileNotFoundError, match="model.safetensors"):
+        load_pretrained(tmp_path / "missing")

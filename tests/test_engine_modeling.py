@@ -1,0 +1,105 @@
+"""Shape and building-block checks of the X-SAM modules on the tiny configuration."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from xsam_engine.configuration_xsam import XSamConfig
+from xsam_engine.modeling_mask_encoder import pixel_shuffle
+from xsam_engine.modeling_xsam import XSamModel
+
+
+class XSamModelTester:
+    def __init__(self, config: XSamConfig, batch_size: int = 2) -> None:
+        self.config = config
+        self.batch_size = batch_size
+
+    def prepare_config_and_inputs(self):
+        torch.manual_seed(0)
+        sam = torch.randn(self.batch_size, 3, self.config.mask_encoder.image_size, self.config.mask_encoder.image_size)
+        siglip = torch.randn(self.batch_size, 3, self.config.vision.image_size, self.config.vision.image_size)
+        return self.config, sam, siglip
+
+    def create_and_check_model(self) -> None:
+        config, sam, siglip = self.prepare_config_and_inputs()
+        model = XSamModel(config).eval()
+        encoder = config.mask_encoder
+        with torch.no_grad():
+            mask_output = model.encode_mask_image(sam)
+            assert mask_output.projector_input.shape == (self.batch_size, encoder.grid_size, encoder.grid_size, encoder.hidden_size)
+            for features, channels, size in zip(mask_output.multi_scale_features, encoder.feature_channels, encoder.feature_sizes):
+                assert features.shape == (self.batch_size, channels, size, size)
+            tokens = model.sam_tokens(mask_output)
+            assert tokens.shape == (self.batch_size, encoder.num_tokens, config.language.hidden_size)
+            vision = model.encode_vision(siglip)
+            assert vision.shape == (self.batch_size, config.vision.num_tokens, config.language.hidden_size)
+            pixels = model.encode_pixels(mask_output)
+            mask_size = encoder.feature_sizes[0]
+            assert pixels.mask_features.shape == (self.batch_size, config.decoder.hidden_dim, mask_size, mask_size)
+            conditions = torch.randn(self.batch_size, 3, config.language.condition_dim)
+            seg = torch.randn(self.batch_size, config.language.condition_dim)
+            output = model.decode(pixels, conditions, seg, return_auxiliary=True)
+            assert output.class_logits.shape == (self.batch_size, config.decoder.num_queries, 4)
+            assert output.mask_logits.shape == (self.batch_size, config.decoder.num_queries, mask_size, mask_size)
+            assert len(output.auxiliary) == config.decoder.decoder_layers - 1
+
+
+@pytest.mark.parametrize("name", ["tiny", "tabletop"])
+def test_model_stage_shapes(name: str) -> None:
+    XSamModelTester(getattr(XSamConfig, name)()).create_and_check_model()
+
+
+def test_released_config_matches_spec() -> None:
+    config = XSamConfig.released()
+    assert config.vision.num_tokens == 729 and config.vision.used_layers == 26
+    assert config.mask_encoder.num_tokens == 1024 and config.mask_encoder.projector_block == 23
+    assert config.mask_encoder.feature_channels == [512, 1024, 2048]
+    assert config.mask_encoder.feature_sizes == [128, 64, 32]
+    assert config.mask_encoder.projector_input_dim == 4096
+    assert config.decoder.num_queries == 200 and config.decoder.decoder_layers == 10
+    assert config.language.vocab_size == 32014
+
+
+def test_config_json_round_trip(tmp_path) -> None:
+    config = XSamConfig.tabletop(vocab_size=300)
+    config.save(tmp_path / "config.json")
+    assert XSamConfig.load(tmp_path / "config.json") == config
+    with pytest.raises(ValueError, match="Unknown"):
+        XSamConfig.from_dict({"vision": {"not_a_field": 1}})
+
+
+def test_pixel_shuffle_half_concatenates_2x2_blocks_row_major() -> None:
+    x = torch.randn(1, 4, 6, 3)
+    out = pixel_shuffle(x, 0.5)
+    assert out.shape == (1, 2, 3, 12)
+    for i in range(2):
+        for j in range(3):
+            expected = torch.cat([x[0, 2 * i, 2 * j], x[0, 2 * i, 2 * j + 1], x[0, 2 * i + 1, 2 * j], x[0, 2 * i + 1, 2 * j + 1]])
+            torch.testing.assert_close(out[0, i, j], expected)
+
+
+def test_pixel_shuffle_double_uses_column_offset_as_outer_index() -> None:
+    x = torch.randn(1, 3, 2, 8)
+    out = pixel_shuffle(x, 2)
+    quarter = 2
+    assert out.shape == (1, 6, 4, 2)
+    for h in range(3):
+        for w in range(2):
+            for m in range(2):
+                for k in range(2):
+                    part = 2 * k + m
+                    torch.testing.assert_close(out[0, 2 * h + m, 2 * w + k], x[0, h, w, part * quarter : (part + 1) * quarter])
+
+
+def test_background_class_is_last_and_padded_conditions_are_suppressed() -> None:
+    config = XSamConfig.tiny()
+    model = XSamModel(config).eval()
+    with torch.no_grad():
+        pixels = model.encode_pixels(model.encode_mask_image(torch.randn(1, 3, 64, 64)))
+        conditions = torch.randn(1, 3, config.language.condition_dim)
+        mask = torch.tensor([[True, True, False]])
+        output = model.decode(pixels, conditions, torch.randn(1, config.language.condition_dim), mask)
+    assert output.class_logits.shape[-1] == 4
+    assert torch.all(output.class_logits[..., 2] <= -1e8)
+    assert torch.all(output.class_logits[..., [0, 1, 3]].abs() <= config.decoder.logit_clamp)

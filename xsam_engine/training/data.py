@@ -1,0 +1,154 @@
+"""Training examples for every task, generated on the fly from tabletop scenes.
+
+Example `i` is a pure function of (base seed, i): the scene seed is `base_seed + i` and the task
+and its sample are drawn from a generator seeded the same way, so a resumed run sees exactly
+the data an uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+from torch.utils.data import Dataset
+from transformers import PreTrainedTokenizerBase
+
+from ..processing import XSamImageProcessor
+from ..prompts import ANSWER_SUFFIX, chat_prompt
+from ..requests import Task
+from ..tabletop.scenes import generate_scene
+from ..tabletop.tasks import TaskSample, sample_task
+from ..tokenization import encode_with_placeholders
+from ..visual_prompts import rasterise_prompt
+
+# How often each task is drawn. Referring, interactive and generic carry the shipped targets.
+DEFAULT_TASK_WEIGHTS: dict[Task, float] = {
+    Task.REFERRING: 0.26,
+    Task.REASONING: 0.08,
+    Task.SEMANTIC: 0.05,
+    Task.INSTANCE: 0.08,
+    Task.PANOPTIC: 0.10,
+    Task.OPEN_VOCABULARY: 0.07,
+    Task.INTERACTIVE: 0.20,
+    Task.VGD: 0.08,
+    Task.GCG: 0.08,
+}
+
+
+@dataclass
+class TrainingExample:
+    """One model input with its targets.
+
+    Attributes:
+        sam_pixels: (3, S, S) SAM input.
+        siglip_pixels: (3, s, s) SigLIP input.
+        input_ids: prompt + answer ids with -200 / -300 placeholders.
+        answer_length: number of trailing ids that are the answer (LM loss targets).
+        prompt_masks: per visual prompt, (S, S) bool on the padded SAM input.
+        target_labels: (T,) condition index per target.
+        target_masks: (T, L, L) float, the targets on the padded square at the loss resolution.
+        num_conditions: C, the number of <p>...</p> conditions in the sequence.
+        task: the task, for logging.
+    """
+
+    sam_pixels: torch.Tensor
+    siglip_pixels: torch.Tensor
+    input_ids: list[int]
+    answer_length: int
+    prompt_masks: list[torch.Tensor]
+    target_labels: torch.Tensor
+    target_masks: torch.Tensor
+    num_conditions: int
+    task: Task
+
+
+def targets_on_square(masks: Sequence[np.ndarray], scaled_size: tuple[int, int], input_size: int, loss_size: int) -> torch.Tensor:
+    """(H, W) bool masks -> (T, L, L) float: resized into the padded square, then area-averaged to L."""
+    if not masks:
+        return torch.zeros(0, loss_size, loss_size)
+    stacked = torch.from_numpy(np.stack(masks)).float()[None]
+    resized = F.interpolate(stacked, size=scaled_size, mode="bilinear", align_corners=False)[0]
+    square = torch.zeros(len(masks), input_size, input_size)
+    square[:, : scaled_size[0], : scaled_size[1]] = resized
+    return F.adaptive_avg_pool2d(square[None], loss_size)[0]
+
+
+def build_example(
+    sample: TaskSample,
+    image: np.ndarray,
+    processor: XSamImageProcessor,
+    tokenizer: PreTrainedTokenizerBase,
+    loss_size: int,
+    add_bos: bool = False,
+) -> TrainingExample:
+    """Turn a task sample into model inputs and targets (teacher forcing: answer + `<|end|>`)."""
+    sam = processor.sam_inputs(image)
+    prompt_ids = encode_with_placeholders(tokenizer, chat_prompt(sample.question), add_bos=add_bos)
+    answer_ids = tokenizer.encode(sample.answer + ANSWER_SUFFIX, add_special_tokens=False)
+    height, width = image.shape[:2]
+    prompt_masks = [
+        processor.prompt_mask(rasterise_prompt(region, height, width), sam.scaled_size) for region in sample.request.regions
+    ]
+    return TrainingExample(
+        sam_pixels=sam.pixel_values[0],
+        siglip_pixels=processor.siglip_inputs(image)[0],
+        input_ids=prompt_ids + answer_ids,
+        answer_length=len(answer_ids),
+        prompt_masks=prompt_masks,
+        target_labels=torch.tensor(sample.target_labels, dtype=torch.long),
+        target_masks=targets_on_square(sample.target_masks, sam.scaled_size, processor.sam_size, loss_size),
+        num_conditions=sample.question.count("<p>") + sample.answer.count("<p>"),
+        task=sample.task,
+    )
+
+
+class TabletopTaskDataset(Dataset):
+    """Index -> `TrainingExample` from a freshly generated scene (deterministic per index)."""
+
+    def __init__(
+        self,
+        processor: XSamImageProcessor,
+        tokenizer: PreTrainedTokenizerBase,
+        length: int,
+        base_seed: int = 0,
+        image_size: int = 256,
+        loss_size: int = 128,
+        task_weights: dict[Task, float] | None = None,
+        add_bos: bool = False,
+    ) -> None:
+        self.processor = processor
+        self.tokenizer = tokenizer
+        self.length = length
+        self.base_seed = base_seed
+        self.image_size = image_size
+        self.loss_size = loss_size
+        weights = task_weights or DEFAULT_TASK_WEIGHTS
+        self.tasks = list(weights)
+        total = sum(weights.values())
+        self.probabilities = np.array([weights[task] / total for task in self.tasks])
+        self.add_bos = add_bos
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> TrainingExample:
+        seed = self.base_seed + index
+        rng = np.random.default_rng(seed)
+        scene = generate_scene(seed, width=self.image_size, height=self.image_size)
+        task = self.tasks[rng.choice(len(self.tasks), p=self.probabilities)]
+        sample = sample_task(scene, task, rng)
+        if sample is None:  # e.g. no unambiguous expression in this scene: fall back to instance
+            sample = sample_task(scene, Task.INSTANCE, rng)
+        return build_example(sample, scene.image, self.processor, self.tokenizer, self.loss_size, self.add_bos)
+
+
+def collate(examples: list[TrainingExample]) -> dict:
+    """Stack the image tensors; keep the variable-length parts as lists."""
+    return {
+        "sam_pixels": torch.stack([e.sam_pixels for e in examples]),
+        "siglip_pixels": torch.stack([e.siglip_pixels for e in examples]),
+        "examples": examples,
+    }

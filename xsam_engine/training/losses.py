@@ -1,0 +1,100 @@
+"""Mask2Former-style set criterion: Hungarian matching, class cross-entropy, mask BCE + dice."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+from torch.nn import functional as F
+
+
+@dataclass(frozen=True)
+class CriterionWeights:
+    """Mask2Former's defaults: class 2, mask BCE 5, dice 5; background class weight 0.1."""
+
+    class_weight: float = 2.0
+    mask_weight: float = 5.0
+    dice_weight: float = 5.0
+    no_object_weight: float = 0.1
+
+
+def dice_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean over pairs of 1 - dice; logits and targets (N, P)."""
+    probs = logits.sigmoid()
+    numerator = 2 * (probs * targets).sum(-1)
+    denominator = probs.sum(-1) + targets.sum(-1)
+    return (1 - (numerator + 1) / (denominator + 1)).mean()
+
+
+def _pairwise_costs(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """BCE and dice cost matrices (Q, T) between query masks and targets, both (·, P)."""
+    points = logits.shape[-1]
+    positive = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits), reduction="none")
+    negative = F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits), reduction="none")
+    bce = (positive @ targets.T + negative @ (1 - targets).T) / points
+    probs = logits.sigmoid()
+    dice = 1 - (2 * probs @ targets.T + 1) / (probs.sum(-1)[:, None] + targets.sum(-1)[None, :] + 1)
+    return bce, dice
+
+
+@torch.no_grad()
+def hungarian_match(
+    class_logits: torch.Tensor, mask_logits: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor,
+    weights: CriterionWeights,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Match queries to targets of one image. class_logits (Q, C+1), mask_logits (Q, P), masks (T, P)."""
+    probs = class_logits.float().softmax(-1)
+    cost_class = -probs[:, labels]
+    cost_bce, cost_dice = _pairwise_costs(mask_logits.float(), masks.float())
+    cost = weights.class_weight * cost_class + weights.mask_weight * cost_bce + weights.dice_weight * cost_dice
+    rows, cols = linear_sum_assignment(cost.cpu().numpy())
+    return rows, cols
+
+
+def set_criterion(
+    class_logits: torch.Tensor,
+    mask_logits: torch.Tensor,
+    targets: list[tuple[torch.Tensor, torch.Tensor]],
+    weights: CriterionWeights,
+    loss_size: int,
+) -> dict[str, torch.Tensor]:
+    """Losses for one decoder stage over a batch.
+
+    Args:
+        class_logits: (B, Q, C_max + 1), the last column the background.
+        mask_logits: (B, Q, h, w).
+        targets: per image (labels (T,), masks (T, loss_size, loss_size) float).
+        loss_size: side at which masks are compared (predictions are resized to it).
+    """
+    batch, num_queries, num_columns = class_logits.shape
+    background = num_columns - 1
+    resized = F.interpolate(mask_logits, size=(loss_size, loss_size), mode="bilinear", align_corners=False)
+    class_targets = torch.full((batch, num_queries), background, dtype=torch.long, device=class_logits.device)
+    matched_logits, matched_masks = [], []
+    for b, (labels, masks) in enumerate(targets):
+        if labels.numel() == 0:
+            continue
+        flat_logits = resized[b].flatten(1)
+        flat_masks = masks.flatten(1)
+        rows, cols = hungarian_match(class_logits[b], flat_logits, labels, flat_masks, weights)
+        class_targets[b, rows] = labels[cols]
+        matched_logits.append(flat_logits[rows])
+        matched_masks.append(flat_masks[cols])
+    class_weights = torch.ones(num_columns, device=class_logits.device)
+    class_weights[background] = weights.no_object_weight
+    # Padded conditions carry -1e9 logits; they are never targets, so cross-entropy ignores them.
+    loss_class = F.cross_entropy(class_logits.float().transpose(1, 2), class_targets, weight=class_weights)
+    if matched_logits:
+        logits = torch.cat(matched_logits).float()
+        masks = torch.cat(matched_masks).float()
+        loss_mask = F.binary_cross_entropy_with_logits(logits, masks)
+        loss_dice = dice_loss(logits, masks)
+    else:
+        loss_mask = loss_dice = mask_logits.sum() * 0.0
+    return {
+        "class": weights.class_weight * loss_class,
+        "mask": weights.mask_weight * loss_mask,
+        "dice": weights.dice_weight * loss_dice,
+    }
