@@ -1,0 +1,490 @@
+"""Conversions between ROS messages and the engine's numpy / dataclass world, without cv_bridge.
+
+Images:
+    ``image_to_rgb`` (sensor_msgs/Image rgb8, bgr8, rgba8, bgra8, mono8 -> (H, W, 3) uint8 RGB),
+    ``compressed_to_rgb`` (sensor_msgs/CompressedImage JPEG / PNG, decoded with OpenCV),
+    ``depth_to_metres`` (16UC1 / mono16 millimetres or 32FC1 metres -> (H, W) float32 metres,
+    NaN where invalid), ``rgb_to_image_msg``. Row padding (``step`` larger than a row) and
+    ``is_bigendian`` (16- and 32-bit data) are honoured; sizes are checked before anything is
+    allocated, and every problem raises ``ConversionError`` with a message that says what was
+    wrong.
+
+Commands:
+    ``command_to_request`` (xsam_ros/SegmentationCommand), ``text_to_request`` (natural
+    language via ``xsam_engine.commands.parse_command``) and ``click_to_request`` (a pixel
+    click -> interactive point prompt) build ``SegmentationRequest``s; invalid commands raise
+    ``ConversionError``.
+
+Results:
+    ``instance_to_msg``, ``result_to_msg`` and ``error_result`` build xsam_ros/InstanceMask(Array).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
+from std_msgs.msg import Header
+from xsam_ros.msg import InstanceMask, InstanceMaskArray, SegmentationCommand, StageTiming
+
+from xsam_engine.commands import parse_command
+from xsam_engine.requests import SegmentationRequest, Task, VisualPrompt
+
+from .geometry import ObjectGeometry
+
+MAX_TEXT_LENGTH = 1000  # characters, as documented in SegmentationCommand.msg
+MAX_PROMPTS = 64
+MAX_VOCABULARY = 256
+
+
+class ConversionError(ValueError):
+    """A message cannot be converted; the text says why and, where possible, how to fix it."""
+
+
+# -- images ------------------------------------------------------------------------------------
+
+# encoding -> (channels, channel order of the data)
+COLOUR_ENCODINGS: dict[str, tuple[int, str]] = {
+    "rgb8": (3, "RGB"),
+    "bgr8": (3, "BGR"),
+    "rgba8": (4, "RGBA"),
+    "bgra8": (4, "BGRA"),
+    "mono8": (1, "MONO"),
+    "8UC1": (1, "MONO"),
+}
+# encoding -> (numpy dtype without byte order, factor to metres)
+DEPTH_ENCODINGS: dict[str, tuple[str, float]] = {
+    "16UC1": ("u2", 0.001),
+    "mono16": ("u2", 0.001),
+    "32FC1": ("f4", 1.0),
+}
+
+
+def _check_size(msg: Image, max_pixels: int | None) -> tuple[int, int]:
+    height, width = int(msg.height), int(msg.width)
+    if height <= 0 or width <= 0:
+        raise ConversionError(f"image is {width}x{height}; width and height must be positive")
+    if max_pixels is not None and height * width > max_pixels:
+        raise ConversionError(
+            f"image is {width}x{height} = {width * height} pixels, more than max_image_pixels={max_pixels}")
+    return height, width
+
+
+def _pixel_array(msg: Image, channels: int, dtype: np.dtype, max_pixels: int | None) -> np.ndarray:
+    """(H, W, channels) view of msg.data honouring step (row padding) and byte order."""
+    height, width = _check_size(msg, max_pixels)
+    row_bytes = width * channels * dtype.itemsize
+    step = int(msg.step)
+    if step < row_bytes:
+        raise ConversionError(
+            f"{msg.encoding} image {width}x{height}: step {step} is smaller than a row "
+            f"({width} px x {channels * dtype.itemsize} bytes = {row_bytes})")
+    size = len(msg.data)
+    # A publisher may leave out the padding after the last row; anything else must match exactly.
+    if size not in (step * height, step * (height - 1) + row_bytes):
+        raise ConversionError(
+            f"{msg.encoding} image {width}x{height} with step {step}: data has {size} bytes, "
+            f"expected step x height = {step * height}")
+    buffer = np.frombuffer(msg.data, dtype=np.uint8)
+    if size != step * height:  # pad the missing last-row padding so that every row has `step` bytes
+        buffer = np.concatenate([buffer, np.zeros(step * height - size, dtype=np.uint8)])
+    rows = buffer.reshape(height, step)[:, :row_bytes]
+    return np.ascontiguousarray(rows).view(dtype).reshape(height, width, channels)
+
+
+def image_to_rgb(msg: Image, max_pixels: int | None = None) -> np.ndarray:
+    """(H, W, 3) uint8 RGB copy of a colour or mono image message."""
+    encoding = msg.encoding
+    if encoding not in COLOUR_ENCODINGS:
+        raise ConversionError(
+            f"unsupported image encoding {encoding!r}; use one of {', '.join(COLOUR_ENCODINGS)} "
+            "(or compressed_input:=true for JPEG/PNG)")
+    channels, order = COLOUR_ENCODINGS[encoding]
+    pixels = _pixel_array(msg, channels, np.dtype(np.uint8), max_pixels)
+    if order == "RGB":
+        return pixels.copy()  # never alias the message buffer (rclpy's array is writable)
+    if order == "BGR":
+        return np.ascontiguousarray(pixels[..., ::-1])
+    if order == "RGBA":
+        return np.ascontiguousarray(pixels[..., :3])
+    if order == "BGRA":
+        return np.ascontiguousarray(pixels[..., 2::-1])
+    return np.ascontiguousarray(np.repeat(pixels, 3, axis=2))
+
+
+def compressed_to_rgb(msg: CompressedImage, max_pixels: int | None = None) -> np.ndarray:
+    """(H, W, 3) uint8 RGB from a JPEG / PNG CompressedImage (OpenCV decoder)."""
+    import cv2
+
+    if "compressedDepth" in msg.format:
+        raise ConversionError(f"compressed image format {msg.format!r} is a depth format, not a colour image")
+    if len(msg.data) == 0:
+        raise ConversionError("compressed image has no data")
+    decoded = cv2.imdecode(np.frombuffer(msg.data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    if decoded is None:
+        raise ConversionError(
+            f"compressed image ({len(msg.data)} bytes, format {msg.format!r}) could not be decoded as JPEG or PNG")
+    height, width = decoded.shape[:2]
+    if max_pixels is not None and height * width > max_pixels:
+        raise ConversionError(
+            f"image is {width}x{height} = {width * height} pixels, more than max_image_pixels={max_pixels}")
+    return np.ascontiguousarray(decoded[..., ::-1])
+
+
+def depth_to_metres(msg: Image, max_pixels: int | None = None) -> np.ndarray:
+    """(H, W) float32 metres; 0, NaN and inf become NaN. 16UC1 is millimetres, 32FC1 metres (REP-118)."""
+    encoding = msg.encoding
+    if encoding not in DEPTH_ENCODINGS:
+        raise ConversionError(
+            f"unsupported depth encoding {encoding!r}; use 16UC1 (millimetres) or 32FC1 (metres)")
+    kind, scale = DEPTH_ENCODINGS[encoding]
+    dtype = np.dtype((">" if msg.is_bigendian else "<") + kind)
+    raw = _pixel_array(msg, 1, dtype, max_pixels)[..., 0]
+    depth = raw.astype(np.float32)
+    if scale != 1.0:
+        depth *= np.float32(scale)
+    depth[~np.isfinite(depth) | (depth <= 0)] = np.nan
+    return depth
+
+
+def rgb_to_image_msg(rgb: np.ndarray, header: Header) -> Image:
+    """sensor_msgs/Image rgb8 of an (H, W, 3) uint8 array, with the given header."""
+    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+    height, width = rgb.shape[:2]
+    return Image(header=header, height=height, width=width, encoding="rgb8", is_bigendian=0,
+                 step=width * 3, data=rgb.tobytes())
+
+
+def mono8_msg(array: np.ndarray, header: Header) -> Image:
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    height, width = array.shape
+    return Image(header=header, height=height, width=width, encoding="mono8", is_bigendian=0,
+                 step=width, data=array.tobytes())
+
+
+def mono16_label_msg(labels: np.ndarray, header: Header) -> Image:
+    """16UC1 image in the machine's byte order (is_bigendian says which)."""
+    labels = np.ascontiguousarray(labels, dtype=np.uint16)
+    height, width = labels.shape
+    return Image(header=header, height=height, width=width, encoding="16UC1",
+                 is_bigendian=int(sys.byteorder == "big"), step=width * 2, data=labels.tobytes())
+
+
+def camera_matrix(info) -> tuple[np.ndarray, int, int]:
+    """(K (3, 3), width, height) of a sensor_msgs/CameraInfo."""
+    return np.asarray(info.k, dtype=np.float64).reshape(3, 3), int(info.width), int(info.height)
+
+
+def copy_header(header: Header) -> Header:
+    result = Header(frame_id=header.frame_id)
+    result.stamp.sec, result.stamp.nanosec = header.stamp.sec, header.stamp.nanosec
+    return result
+
+
+def stamp_ns(header: Header) -> int:
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
+# -- commands ----------------------------------------------------------------------------------
+
+TASK_BY_CODE: dict[int, Task] = {
+    SegmentationCommand.TASK_REFERRING: Task.REFERRING,
+    SegmentationCommand.TASK_REASONING: Task.REASONING,
+    SegmentationCommand.TASK_SEMANTIC: Task.SEMANTIC,
+    SegmentationCommand.TASK_INSTANCE: Task.INSTANCE,
+    SegmentationCommand.TASK_PANOPTIC: Task.PANOPTIC,
+    SegmentationCommand.TASK_OPEN_VOCABULARY: Task.OPEN_VOCABULARY,
+    SegmentationCommand.TASK_INTERACTIVE: Task.INTERACTIVE,
+    SegmentationCommand.TASK_VGD: Task.VGD,
+    SegmentationCommand.TASK_GCG: Task.GCG,
+}
+CODE_BY_TASK: dict[Task, int] = {task: code for code, task in TASK_BY_CODE.items()}
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    score: float
+    mask: float
+
+
+def _override(value: float, default: float, name: str) -> float:
+    """A command's threshold: negative or NaN = the node's parameter; else it must be in [0, 1]."""
+    value = float(value)
+    if math.isnan(value) or value < 0:
+        return default
+    if value > 1.0 or (name == "mask_threshold" and value in (0.0, 1.0)):
+        raise ConversionError(f"{name} {value} is out of range; use a value in (0, 1), or -1 for the node's default")
+    return value
+
+
+def check_text(text: str) -> str:
+    if len(text) > MAX_TEXT_LENGTH:
+        raise ConversionError(f"command text has {len(text)} characters; the limit is {MAX_TEXT_LENGTH}")
+    return text
+
+
+def text_to_request(
+    text: str, default_vocabulary: Sequence[str], stuff_vocabulary: Sequence[str], thresholds: Thresholds
+) -> SegmentationRequest:
+    """A natural command ("grasp the red cup") -> request, via xsam_engine.commands.parse_command."""
+    check_text(text)
+    try:
+        request = parse_command(text, default_vocabulary, stuff_vocabulary)
+    except ValueError as error:
+        raise ConversionError(str(error)) from error
+    return _with_thresholds(request, thresholds)
+
+
+def click_to_request(x: float, y: float, thresholds: Thresholds) -> SegmentationRequest:
+    """A click at pixel (x = column, y = row) -> interactive request with one positive point."""
+    if not (math.isfinite(x) and math.isfinite(y)):
+        raise ConversionError(f"click ({x}, {y}) is not a finite pixel position")
+    return _with_thresholds(SegmentationRequest(Task.INTERACTIVE, regions=(VisualPrompt.point(x, y),)), thresholds)
+
+
+def _with_thresholds(request: SegmentationRequest, thresholds: Thresholds) -> SegmentationRequest:
+    from dataclasses import replace
+
+    return with_stuff_in_vocabulary(
+        replace(request, score_threshold=thresholds.score, mask_threshold=thresholds.mask))
+
+
+def with_stuff_in_vocabulary(request: SegmentationRequest) -> SegmentationRequest:
+    """PANOPTIC: the engine merges only stuff classes that are also in the vocabulary; add them."""
+    from dataclasses import replace
+
+    if request.task is not Task.PANOPTIC:
+        return request
+    missing = tuple(name for name in request.stuff_vocabulary if name not in request.vocabulary)
+    return replace(request, vocabulary=request.vocabulary + missing) if missing else request
+
+
+def _regions(msg: SegmentationCommand) -> list[VisualPrompt]:
+    regions: list[VisualPrompt] = []
+    if len(msg.points):
+        labels = list(msg.point_labels)
+        if labels and len(labels) != len(msg.points):
+            raise ConversionError(
+                f"the command has {len(msg.points)} points but {len(labels)} point_labels; give one label per point")
+        if not labels:
+            labels = [1] * len(msg.points)
+        if any(label not in (0, 1) for label in labels):
+            raise ConversionError(f"point_labels must be 1 (positive) or 0 (negative), got {labels}")
+        if 1 not in labels:
+            raise ConversionError("point prompts need at least one positive point (label 1)")
+        coordinates = np.array([[p.x, p.y] for p in msg.points], dtype=np.float64)
+        if not np.all(np.isfinite(coordinates)):
+            raise ConversionError("point prompts must have finite pixel coordinates")
+        regions.append(VisualPrompt.points_with_labels(coordinates, np.array(labels)))
+    elif len(msg.point_labels):
+        raise ConversionError(f"the command has {len(msg.point_labels)} point_labels but no points")
+    for box in msg.boxes:
+        if box.width == 0 or box.height == 0:
+            raise ConversionError(f"box prompt at ({box.x_offset}, {box.y_offset}) has zero width or height")
+        regions.append(VisualPrompt.from_box(
+            box.x_offset, box.y_offset, box.x_offset + box.width, box.y_offset + box.height))
+    for polygon in msg.scribbles:
+        points = np.array([[p.x, p.y] for p in polygon.points], dtype=np.float64).reshape(-1, 2)
+        if points.shape[0] == 0 or not np.all(np.isfinite(points)):
+            raise ConversionError("scribble prompts need at least one finite point")
+        regions.append(VisualPrompt.scribble(points))
+    for index, image in enumerate(msg.masks):
+        if image.encoding not in ("mono8", "8UC1"):
+            raise ConversionError(f"mask prompt {index} has encoding {image.encoding!r}; use mono8 (non-zero = inside)")
+        try:
+            mask = _pixel_array(image, 1, np.dtype(np.uint8), None)[..., 0] > 0
+        except ConversionError as error:
+            raise ConversionError(f"mask prompt {index}: {error}") from error
+        regions.append(VisualPrompt.from_mask(mask))
+    if len(regions) > MAX_PROMPTS:
+        raise ConversionError(f"the command has {len(regions)} visual prompts; the limit is {MAX_PROMPTS}")
+    return regions
+
+
+def _names(values: Sequence[str], field_name: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in values)
+    if len(names) > MAX_VOCABULARY:
+        raise ConversionError(f"{field_name} has {len(names)} names; the limit is {MAX_VOCABULARY}")
+    if any(len(name) > 200 for name in names):
+        raise ConversionError(f"{field_name} has a name longer than 200 characters")
+    if not all(names):
+        raise ConversionError(f"{field_name} contains an empty name")
+    return names
+
+
+def command_to_request(
+    msg: SegmentationCommand,
+    default_vocabulary: Sequence[str],
+    stuff_vocabulary: Sequence[str],
+    thresholds: Thresholds,
+) -> SegmentationRequest:
+    """SegmentationCommand -> request (see SegmentationCommand.msg); raises ConversionError.
+
+    TASK_AUTO: non-empty ``text`` -> ``parse_command``; otherwise one visual prompt ->
+    INTERACTIVE, several -> VGD; otherwise a vocabulary -> OPEN_VOCABULARY.
+    Generic tasks without a vocabulary use the node's default_vocabulary (and, for PANOPTIC,
+    its stuff_vocabulary).
+    """
+    check_text(msg.text)
+    score = _override(msg.score_threshold, thresholds.score, "score_threshold")
+    mask = _override(msg.mask_threshold, thresholds.mask, "mask_threshold")
+    effective = Thresholds(score, mask)
+    vocabulary = _names(msg.vocabulary, "vocabulary")
+    stuff = _names(msg.stuff_vocabulary, "stuff_vocabulary")
+    regions = _regions(msg)
+    code = int(msg.task)
+    if code == SegmentationCommand.TASK_AUTO:
+        if msg.text.strip():
+            return text_to_request(msg.text, vocabulary or default_vocabulary, stuff or stuff_vocabulary, effective)
+        if regions:
+            task = Task.INTERACTIVE if len(regions) == 1 else Task.VGD
+        elif vocabulary:
+            task = Task.OPEN_VOCABULARY
+        else:
+            raise ConversionError(
+                "the command is empty: give a text ('grasp the red cup'), a visual prompt or a vocabulary")
+    elif code in TASK_BY_CODE:
+        task = TASK_BY_CODE[code]
+    else:
+        raise ConversionError(f"unknown task {code}; use one of the SegmentationCommand.TASK_* constants (0..9)")
+    if task.is_generic and not vocabulary:
+        vocabulary = tuple(default_vocabulary)
+    if task is Task.PANOPTIC and not stuff:
+        stuff = tuple(stuff_vocabulary)
+    request = with_stuff_in_vocabulary(SegmentationRequest(
+        task=task,
+        text=msg.text.strip(),
+        vocabulary=vocabulary if task.is_generic else (),
+        stuff_vocabulary=stuff if task is Task.PANOPTIC else (),
+        regions=tuple(regions) if task.uses_regions else (),
+        score_threshold=score,
+        mask_threshold=mask,
+    ))
+    if task.uses_regions and not regions:
+        raise ConversionError(f"a {task.value} command needs a visual prompt (points, boxes, scribbles or masks)")
+    if not task.uses_regions and regions and code != SegmentationCommand.TASK_AUTO:
+        raise ConversionError(f"a {task.value} command takes no visual prompts; use TASK_INTERACTIVE or TASK_VGD")
+    return request
+
+
+def validate_request(request: SegmentationRequest) -> None:
+    """The engine's own request check, as a ConversionError."""
+    from xsam_engine.predictor import validate_request as engine_validate
+
+    try:
+        engine_validate(request)
+    except ValueError as error:
+        raise ConversionError(str(error)) from error
+
+
+def describe_request(request: SegmentationRequest) -> str:
+    """Short human-readable prompt for a request without text (clicks, visual prompts, vocabularies)."""
+    if request.text:
+        return request.text
+    if request.regions:
+        region = request.regions[0]
+        if region.points is not None and len(region.points) == 1 and region.kind.value == "point":
+            x, y = region.points[0]
+            return f"click ({x:.0f}, {y:.0f})"
+        return f"{request.task.value}: {len(request.regions)} visual prompt(s)"
+    if request.vocabulary:
+        return f"{request.task.value}: " + ", ".join(request.vocabulary)
+    return request.task.value
+
+
+# -- results -----------------------------------------------------------------------------------
+
+
+def instance_to_msg(instance, instance_id: int, header: Header, geometry: ObjectGeometry | None) -> InstanceMask:
+    """One engine Instance -> InstanceMask with a mono8 crop of its box."""
+    x0, y0, x1, y1 = (int(v) for v in instance.box_xyxy)
+    crop = instance.mask[y0:y1, x0:x1]
+    message = InstanceMask(
+        id=int(instance_id),
+        label=instance.label,
+        class_id=int(instance.class_index),
+        score=float(instance.score),
+        phrase=instance.phrase,
+        roi=RegionOfInterest(x_offset=x0, y_offset=y0, width=max(0, x1 - x0), height=max(0, y1 - y0), do_rectify=False),
+        mask=mono8_msg(np.where(crop, 255, 0).astype(np.uint8), copy_header(header)),
+        area=int(crop.sum()),
+    )
+    if geometry is not None:
+        message.has_3d = True
+        message.centroid.x, message.centroid.y, message.centroid.z = (float(v) for v in geometry.centroid)
+        message.extent.x, message.extent.y, message.extent.z = (float(v) for v in geometry.extent)
+        message.depth_pixels = int(geometry.num_points)
+    return message
+
+
+def label_image(result, instances: Sequence) -> tuple[int, np.ndarray]:
+    """(label_image_type, (H, W) uint16) for a result (see InstanceMaskArray.msg)."""
+    height, width = result.image_size
+    if result.semantic_map is not None and result.panoptic_map is None:
+        labels = np.where(result.semantic_map >= 0, result.semantic_map + 1, 0)
+        return InstanceMaskArray.LABEL_IMAGE_SEMANTIC, labels.astype(np.uint16)
+    labels = np.zeros((height, width), dtype=np.uint16)
+    # Lowest score first, so the best instance wins where masks overlap.
+    for index in range(len(instances) - 1, -1, -1):
+        labels[instances[index].mask] = index + 1
+    kind = InstanceMaskArray.LABEL_IMAGE_PANOPTIC if result.panoptic_map is not None else InstanceMaskArray.LABEL_IMAGE_INSTANCE
+    return kind, labels
+
+
+def timings_msg(seconds: dict[str, float]) -> list[StageTiming]:
+    return [StageTiming(stage=name, milliseconds=float(value * 1000.0)) for name, value in seconds.items()]
+
+
+def result_to_msg(
+    result,
+    header: Header,
+    instances: Sequence,
+    instance_ids: Sequence[int],
+    geometries: Sequence[ObjectGeometry | None],
+    request_id: str,
+    prompt: str,
+    tracking: bool,
+    publish_label_image: bool,
+    timings: dict[str, float],
+) -> InstanceMaskArray:
+    """An engine SegmentationResult (instances already selected / id'd) -> InstanceMaskArray."""
+    height, width = result.image_size
+    message = InstanceMaskArray(
+        header=copy_header(header),
+        request_id=request_id,
+        task=CODE_BY_TASK[result.task],
+        prompt=prompt,
+        response_text=result.text,
+        success=True,
+        image_width=width,
+        image_height=height,
+        tracking=tracking,
+        instances=[instance_to_msg(inst, iid, header, geo) for inst, iid, geo in zip(instances, instance_ids, geometries)],
+        vocabulary=list(result.labels),
+    )
+    if publish_label_image:
+        kind, labels = label_image(result, instances)
+        message.label_image_type = kind
+        message.label_image = mono16_label_msg(labels, copy_header(header))
+    message.timings = timings_msg(timings)
+    return message
+
+
+def error_result(header: Header, error: str, request_id: str = "", prompt: str = "", task: Task | None = None,
+                 image_size: tuple[int, int] = (0, 0), timings: dict[str, float] | None = None) -> InstanceMaskArray:
+    """success=false answer; ``error`` says why."""
+    return InstanceMaskArray(
+        header=copy_header(header),
+        request_id=request_id,
+        task=CODE_BY_TASK.get(task, 0) if task is not None else 0,
+        prompt=prompt[:MAX_TEXT_LENGTH],
+        success=False,
+        error=error,
+        image_width=int(image_size[1]),
+        image_height=int(image_size[0]),
+        timings=timings_msg(timings or {}),
+    )

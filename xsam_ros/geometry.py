@@ -1,0 +1,153 @@
+"""3D estimates of segmented objects from a registered depth image: plain numpy, no ROS.
+
+Conventions: depth is an (H, W) float array in metres along the optical axis (z), registered
+to the colour image (same pixel grid); invalid pixels are 0, NaN or +-inf. The camera matrix
+K is the 3x3 pinhole matrix of that pixel grid (sensor_msgs/CameraInfo.k). Points are in the
+camera optical frame (REP-103: x right, y down, z forward), metres. Pixel (row v, column u)
+has its centre at image coordinates (u, v), as ``CameraInfo`` and ``Scene.camera`` assume.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# Depth outlier rejection: keep |z - median(z)| <= band, where
+#   band = max(MAD_SCALE * 1.4826 * MAD(z), SIZE_FACTOR * lateral size of the mask, MIN_BAND_M).
+# The size term keeps every layer of a legitimately deep surface (a cup's rim, handle and inner
+# floor differ by its height) while background seen through or around the object and flying
+# pixels, which lie much further away than the object is large, are dropped.
+MAD_SCALE = 3.0
+SIZE_FACTOR = 1.0
+MIN_BAND_M = 0.05
+MIN_VALID_PIXELS = 10
+EXTENT_PERCENTILES = (5.0, 95.0)
+
+
+@dataclass(frozen=True)
+class ObjectGeometry:
+    """Robust 3D statistics of one mask.
+
+    Attributes:
+        centroid: (3,) metres, mean of the inlier points.
+        extent: (3,) metres, 95th minus 5th percentile of the inlier points per axis.
+        num_points: inlier pixels that contributed.
+        num_mask_pixels: pixels of the mask.
+        num_valid_depth: mask pixels with valid depth before outlier rejection.
+    """
+
+    centroid: np.ndarray
+    extent: np.ndarray
+    num_points: int
+    num_mask_pixels: int
+    num_valid_depth: int
+
+
+class GeometryError(ValueError):
+    """The inputs cannot give a 3D estimate (wrong sizes, bad camera matrix); the message says why."""
+
+
+def check_camera_matrix(k: np.ndarray | list[float]) -> np.ndarray:
+    """(3, 3) float64 K from a 9-element row-major list or a 3x3 array; raises GeometryError if unusable."""
+    matrix = np.asarray(k, dtype=np.float64).reshape(-1)
+    if matrix.size != 9:
+        raise GeometryError(f"camera matrix K must have 9 elements, got {matrix.size}")
+    matrix = matrix.reshape(3, 3)
+    fx, fy = matrix[0, 0], matrix[1, 1]
+    if not np.all(np.isfinite(matrix)) or fx <= 0 or fy <= 0:
+        raise GeometryError(f"camera matrix K is not a valid pinhole matrix (fx={fx}, fy={fy}); is camera_info calibrated?")
+    return matrix
+
+
+def back_project(u: np.ndarray, v: np.ndarray, z: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """(N, 3) points for pixel columns ``u``, rows ``v`` and depths ``z`` (metres)."""
+    k = check_camera_matrix(k)
+    fx, fy, cx, cy, skew = k[0, 0], k[1, 1], k[0, 2], k[1, 2], k[0, 1]
+    z = np.asarray(z, dtype=np.float64)
+    y = (np.asarray(v, dtype=np.float64) - cy) / fy
+    x = (np.asarray(u, dtype=np.float64) - cx - skew * y) / fx
+    return np.stack([x * z, y * z, z], axis=-1)
+
+
+def valid_depth(depth: np.ndarray, min_depth_m: float, max_depth_m: float) -> np.ndarray:
+    """(H, W) bool: finite and within [min_depth_m, max_depth_m] (0 = hole is never valid)."""
+    depth = np.asarray(depth)
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(depth) & (depth > 0) & (depth >= min_depth_m) & (depth <= max_depth_m)
+
+
+def inlier_depths(z: np.ndarray, lateral_size_m: float = 0.0) -> np.ndarray:
+    """Bool mask of the depths within the robust band around their median (see MAD_SCALE)."""
+    median = np.median(z)
+    mad = np.median(np.abs(z - median))
+    band = max(MAD_SCALE * 1.4826 * mad, SIZE_FACTOR * lateral_size_m, MIN_BAND_M)
+    return np.abs(z - median) <= band
+
+
+def object_geometry(
+    mask: np.ndarray,
+    depth: np.ndarray,
+    k: np.ndarray | list[float],
+    min_depth_m: float = 0.05,
+    max_depth_m: float = 10.0,
+    min_points: int = MIN_VALID_PIXELS,
+    roi: tuple[int, int, int, int] | None = None,
+) -> ObjectGeometry | None:
+    """Robust centroid and extent of the visible surface under ``mask``.
+
+    Mask pixels without valid depth (0, NaN, inf, outside the depth range) are skipped; depth
+    outliers (flying pixels at edges, background seen through holes) are rejected on z before
+    back-projection with a band around the median (median + MAD, widened to the object's lateral
+    size so that every layer of a deep object stays); the centroid is the mean of the remaining
+    points, so on clean depth it equals the mean of the mask's visible surface.
+
+    Args:
+        mask: (H, W) bool, the image's pixel grid; or, with ``roi``, the (h, w) crop of it.
+        depth: (H, W) metres, registered to the image.
+        k: camera matrix of that pixel grid.
+        roi: (x, y, w, h) when ``mask`` is a crop at that offset.
+
+    Returns None when fewer than ``min_points`` pixels have valid depth. Raises GeometryError
+    when the sizes do not match or K is unusable.
+    """
+    depth = np.asarray(depth)
+    if depth.ndim != 2:
+        raise GeometryError(f"depth must be a 2D array, got shape {depth.shape}")
+    mask = np.asarray(mask, dtype=bool)
+    if roi is None:
+        if mask.shape != depth.shape:
+            raise GeometryError(
+                f"mask size {mask.shape[1]}x{mask.shape[0]} differs from depth size {depth.shape[1]}x{depth.shape[0]}; "
+                "depth must be registered to the colour image at the same resolution")
+        x0 = y0 = 0
+    else:
+        x0, y0, width, height = roi
+        if mask.shape != (height, width) or x0 < 0 or y0 < 0 or x0 + width > depth.shape[1] or y0 + height > depth.shape[0]:
+            raise GeometryError(
+                f"mask crop {mask.shape[1]}x{mask.shape[0]} at ({x0}, {y0}) does not fit the "
+                f"{depth.shape[1]}x{depth.shape[0]} depth image")
+        depth = depth[y0:y0 + height, x0:x0 + width]
+    matrix = check_camera_matrix(k)
+    rows, cols = np.nonzero(mask)
+    z = depth[rows, cols].astype(np.float64)
+    good = valid_depth(z, min_depth_m, max_depth_m)
+    num_valid = int(good.sum())
+    if num_valid < min_points:
+        return None
+    rows, cols, z = rows[good], cols[good], z[good]
+    # Lateral size (m) of the mask's box at the median depth.
+    diagonal_px = float(np.hypot(cols.max() - cols.min() + 1, rows.max() - rows.min() + 1))
+    lateral_size_m = diagonal_px * float(np.median(z)) / max(matrix[0, 0], matrix[1, 1])
+    keep = inlier_depths(z, lateral_size_m)
+    if int(keep.sum()) < min_points:
+        return None
+    points = back_project(cols[keep] + x0, rows[keep] + y0, z[keep], matrix)
+    low, high = np.percentile(points, EXTENT_PERCENTILES, axis=0)
+    return ObjectGeometry(
+        centroid=points.mean(axis=0),
+        extent=high - low,
+        num_points=int(keep.sum()),
+        num_mask_pixels=int(mask.sum()),
+        num_valid_depth=num_valid,
+    )
