@@ -1,0 +1,326 @@
+"""Backend selection: run X-SAM's image stages on TensorRT, ONNX Runtime or PyTorch.
+
+    from xsam_engine.backends import create_predictor
+    predictor, info = create_predictor(backend="auto", device="auto")
+    print(info.summary())          # e.g. "tensorrt on cuda (fp16 engines), LLM torch bfloat16"
+
+`backend` is auto | tensorrt | onnxruntime | torch and `device` auto | cuda | cpu.
+auto resolves to TensorRT when `tensorrt` imports and CUDA is present, else ONNX Runtime with
+its CUDA execution provider when available, else PyTorch. A backend that was asked for but
+cannot run here falls back along tensorrt -> onnxruntime -> torch; exactly one log line
+(logger `xsam_engine.backends`) says what was asked, what is used and why. The language model
+and the region sampler's point draw always run in PyTorch on the chosen device; only the image
+stages (`ImageStages`: SAM + connector, pixel decoder, SigLIP, seg projector, mask decoder) move.
+
+The accelerated backends export the model's image stages to ONNX once, into
+`<engine_cache_dir>/onnx/<model fingerprint>/`, and TensorRT builds its engines from there into
+`<engine_cache_dir>` (see `xsam_engine.tensorrt.cache` for when they are rebuilt).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..export.graphs import GRAPH_NAMES
+from .onnxruntime_stages import CUDA_PROVIDER, OnnxRuntimeStages, available_providers
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
+DEVICES = ("auto", "cuda", "cpu")
+IMAGE_STAGE_MODULES = ("mask_encoder", "vision_encoder", "seg_decoder")
+
+
+@dataclass(frozen=True)
+class Environment:
+    """What this machine offers (detected once; injectable for tests)."""
+
+    cuda_available: bool
+    tensorrt_available: bool
+    onnxruntime_providers: tuple[str, ...]
+
+    @classmethod
+    def detect(cls) -> Environment:
+        from ..tensorrt import tensorrt_available
+
+        return cls(
+            cuda_available=torch.cuda.is_available(),
+            tensorrt_available=tensorrt_available(),
+            onnxruntime_providers=tuple(available_providers()),
+        )
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """A backend/device choice; `fallback` when it differs from an explicit request."""
+
+    backend: str
+    device: str
+    fallback: bool
+    reason: str
+
+
+def _fallback_backend(device: str, env: Environment) -> tuple[str, str]:
+    """Next best after TensorRT: ONNX Runtime where it can use `device`, else PyTorch."""
+    if env.onnxruntime_providers and (device == "cpu" or CUDA_PROVIDER in env.onnxruntime_providers):
+        return "onnxruntime", ""
+    if not env.onnxruntime_providers:
+        return "torch", "onnxruntime is not installed"
+    return "torch", f"onnxruntime has no {CUDA_PROVIDER} (install onnxruntime-gpu)"
+
+
+def resolve_backend(backend: str, device: str, env: Environment) -> Resolution:
+    """Pure decision: which backend and device to use for a request, and why."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}.")
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {DEVICES}, got {device!r}.")
+    reasons: list[str] = []
+    if device == "auto":
+        chosen_device = "cuda" if env.cuda_available else "cpu"
+    elif device == "cuda" and not env.cuda_available:
+        chosen_device = "cpu"
+        reasons.append("no CUDA device is available (torch.cuda.is_available() is False)")
+    else:
+        chosen_device = device
+
+    if backend == "auto":
+        if chosen_device == "cuda" and env.tensorrt_available:
+            return Resolution("tensorrt", chosen_device, bool(reasons), "; ".join(reasons) or "tensorrt imports and CUDA is present")
+        if chosen_device == "cuda" and CUDA_PROVIDER in env.onnxruntime_providers:
+            reasons.append("tensorrt is not installed; onnxruntime has the CUDA execution provider")
+            return Resolution("onnxruntime", chosen_device, False, "; ".join(reasons))
+        if chosen_device == "cuda":
+            reasons.append("neither tensorrt nor onnxruntime-gpu is installed")
+        else:
+            reasons.append("no CUDA device, and PyTorch is the fastest CPU path for the whole model")
+        return Resolution("torch", chosen_device, bool(device == "cuda" and chosen_device == "cpu"), "; ".join(reasons))
+
+    if backend == "tensorrt":
+        why = []
+        if not env.tensorrt_available:
+            why.append("the tensorrt Python package is not installed")
+        if chosen_device != "cuda":
+            why.append("TensorRT needs a CUDA device" + (" and none is available" if device != "cpu" else ", and device=cpu was asked"))
+        if not why:
+            return Resolution("tensorrt", chosen_device, bool(reasons), "; ".join(reasons))
+        fallback, extra = _fallback_backend(chosen_device, env)
+        return Resolution(fallback, chosen_device, True, "; ".join(reasons + why + ([extra] if extra else [])))
+
+    if backend == "onnxruntime":
+        if not env.onnxruntime_providers:
+            return Resolution("torch", chosen_device, True, "; ".join(reasons + ["onnxruntime is not installed"]))
+        if chosen_device == "cuda" and CUDA_PROVIDER not in env.onnxruntime_providers:
+            return Resolution("torch", chosen_device, True, "; ".join(reasons + [f"onnxruntime has no {CUDA_PROVIDER} (install onnxruntime-gpu)"]))
+        return Resolution("onnxruntime", chosen_device, bool(reasons), "; ".join(reasons))
+
+    return Resolution("torch", chosen_device, bool(reasons), "; ".join(reasons))
+
+
+@dataclass
+class BackendInfo:
+    """What `create_predictor` set up.
+
+    Attributes:
+        requested_backend / requested_device: as asked.
+        backend / device: what runs the image stages ("torch", "onnxruntime", "tensorrt"; "cpu"/"cuda").
+        dtype: the PyTorch parts' dtype (LLM, region sampler; accelerated stages hand tensors back in it).
+        fallback: True when an explicit request could not be honoured.
+        reason: why this backend/device (the text of the one log line).
+        onnx_dir: exported graphs (accelerated backends only).
+        engine_paths: TensorRT engine per graph (tensorrt only).
+        precision: "fp32" / "fp16" / "int8" for TensorRT engines, else the stages' dtype name.
+    """
+
+    requested_backend: str
+    requested_device: str
+    backend: str
+    device: str
+    dtype: str
+    fallback: bool
+    reason: str
+    onnx_dir: str | None = None
+    engine_paths: dict[str, str] = field(default_factory=dict)
+    precision: str = ""
+
+    def summary(self) -> str:
+        stages = f"{self.backend} on {self.device}" + (f" ({self.precision})" if self.precision else "")
+        return f"image stages: {stages}; LLM: torch {self.dtype} on {self.device}"
+
+
+def default_dtype(device: str) -> torch.dtype:
+    """bf16 on GPUs that support it (Ampere+, incl. Orin), fp16 on older ones, fp32 on the CPU."""
+    if device == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def model_fingerprint(model) -> str:
+    """SHA-256 over the configuration and the image-stage weights (what the ONNX graphs contain)."""
+    digest = hashlib.sha256(json.dumps(model.config.to_dict(), sort_keys=True).encode())
+    for module_name in IMAGE_STAGE_MODULES:
+        for name, tensor in getattr(model, module_name).state_dict().items():
+            digest.update(f"{module_name}.{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+            digest.update(tensor.detach().to("cpu", torch.float32).contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def ensure_onnx(model, directory: str | Path) -> Path:
+    """Export the model's graphs into `directory` unless a complete export is already there."""
+    from ..export.onnx_export import MANIFEST_NAME, export_onnx
+
+    directory = Path(directory)
+    manifest = directory / MANIFEST_NAME
+    if manifest.is_file():
+        stored = json.loads(manifest.read_text()).get("graphs", {})
+        if all(name in stored and (directory / stored[name]["file"]).is_file() for name in GRAPH_NAMES):
+            return directory
+    logger.info("Exporting the image stages to ONNX in %s (once per model).", directory)
+    cpu_model = model
+    if next(model.parameters()).device.type != "cpu" or model.dtype != torch.float32:
+        raise ValueError("ensure_onnx needs the float32 CPU model; export before moving it to the GPU.")
+    export_onnx(cpu_model, directory)
+    return directory
+
+
+def _release_image_stage_weights(model) -> None:
+    """Accelerated stages own the encoders: move the PyTorch copies to the meta device (frees ~1.4-2.8 GB).
+
+    The seg decoder stays (it is small, and `model.device`/`model.dtype` read its logit scale).
+    """
+    model.mask_encoder.to("meta")
+    model.vision_encoder.to("meta")
+
+
+def create_predictor(
+    model_path: str | Path | None = None,
+    backend: str = "auto",
+    device: str = "auto",
+    dtype: torch.dtype | None = None,
+    engine_cache_dir: str | Path | None = None,
+    force_engine_update: bool = False,
+    enable_fp16: bool = True,
+    enable_int8: bool = False,
+    max_workspace_size: int | None = None,
+    engine_file_path: str | Path | None = None,
+    model=None,
+    tokenizer=None,
+    seed: int = 0,
+    environment: Environment | None = None,
+):
+    """Build an `XSamPredictor` whose image stages run on the chosen backend.
+
+    Args:
+        model_path: directory written by `save_pretrained`; None = the shipped tabletop model.
+        backend / device: see the module docstring.
+        dtype: dtype of the PyTorch parts (default: bf16/fp16 on CUDA, fp32 on CPU).
+        engine_cache_dir: ONNX exports and TensorRT engines (default `~/.cache/xsam_ros/engines`).
+        force_engine_update / enable_fp16 / enable_int8 / max_workspace_size / engine_file_path:
+            TensorRT build parameters (Isaac ROS names); ignored by the other backends.
+        model, tokenizer: an already built model (float32, CPU) instead of `model_path`; it is not
+            modified except for being moved to `device`/`dtype`.
+        seed: the predictor's region-sampler seed.
+        environment: override detection (tests).
+
+    Returns:
+        (predictor, BackendInfo)
+    """
+    from ..predictor import XSamPredictor
+    from ..tensorrt.cache import default_cache_dir
+
+    env = environment or Environment.detect()
+    resolution = resolve_backend(backend, device, env)
+    reasons = [resolution.reason] if resolution.reason else []
+    fallback = resolution.fallback
+    owns_model = model is None
+    if owns_model:
+        from ..checkpoint import load_pretrained
+
+        model, tokenizer = load_pretrained(model_path, device="cpu", dtype=torch.float32)
+    elif tokenizer is None:
+        raise ValueError("Pass the tokenizer together with the model.")
+    run_device = resolution.device
+    run_dtype = dtype or default_dtype(run_device)
+    cache_dir = Path(engine_cache_dir) if engine_cache_dir else default_cache_dir()
+    info = BackendInfo(
+        requested_backend=backend, requested_device=device, backend=resolution.backend, device=run_device,
+        dtype=str(run_dtype).replace("torch.", ""), fallback=fallback, reason="",
+    )
+
+    stages = None
+    candidates = [resolution.backend]
+    if resolution.backend == "tensorrt":
+        candidates += [_fallback_backend(run_device, env)[0], "torch"]
+    elif resolution.backend == "onnxruntime":
+        candidates += ["torch"]
+    for candidate in dict.fromkeys(candidates):
+        if candidate == "torch":
+            info.backend = "torch"
+            break
+        try:
+            onnx_dir = ensure_onnx(model, cache_dir / "onnx" / model_fingerprint(model)[:16])
+            if candidate == "onnxruntime":
+                stages = OnnxRuntimeStages(onnx_dir, model.config, device=run_device, dtype=run_dtype)
+                info.precision = "fp32"
+            else:
+                from ..tensorrt.builder import DEFAULT_WORKSPACE, EngineOptions
+                from .tensorrt_stages import TensorRTStages
+
+                options = EngineOptions(
+                    engine_cache_dir=cache_dir, engine_file_path=engine_file_path,
+                    force_engine_update=force_engine_update, enable_fp16=enable_fp16, enable_int8=enable_int8,
+                    max_workspace_size=max_workspace_size or DEFAULT_WORKSPACE,
+                )
+                calibrators = _int8_calibrators(model, cache_dir) if enable_int8 else None
+                stages = TensorRTStages(onnx_dir, model.config, options, dtype=run_dtype, calibrator_factories=calibrators)
+                info.engine_paths = {k: str(v) for k, v in stages.engine_paths.items()}
+                info.precision = options.precision + " engines"
+            info.backend, info.onnx_dir = candidate, str(onnx_dir)
+            break
+        except Exception as error:  # a broken install or a failed build must not stop the robot
+            reasons.append(f"{candidate} failed to start ({error.__class__.__name__}: {error})")
+            fallback = True
+    info.fallback, info.reason = fallback, "; ".join(reasons)
+    if stages is not None and owns_model:
+        _release_image_stage_weights(model)
+    model = model.to(device=run_device, dtype=run_dtype)
+    predictor = XSamPredictor(model, tokenizer, seed=seed, stages=stages)
+    message = (
+        f"Backend: asked for backend={backend} device={device}; using {info.backend} on {info.device}"
+        + (f" because {info.reason}" if info.reason else "") + "."
+    )
+    logger.log(logging.WARNING if info.fallback else logging.INFO, message)
+    return predictor, info
+
+
+def _int8_calibrators(model, cache_dir: Path) -> dict:
+    """Per graph, a factory for the tabletop-scene entropy calibrator (used only if a build is needed)."""
+    from ..tensorrt.calibration import CALIBRATED_GRAPHS, calibration_batches, make_entropy_calibrator
+
+    def factory(graph: str):
+        return lambda: make_entropy_calibrator(
+            calibration_batches(model, graph), cache_dir / "calibration" / f"{graph}.table", device=0
+        )
+
+    return {graph: factory(graph) for graph in CALIBRATED_GRAPHS}
+
+
+__all__ = [
+    "BACKENDS",
+    "DEVICES",
+    "BackendInfo",
+    "Environment",
+    "OnnxRuntimeStages",
+    "Resolution",
+    "create_predictor",
+    "default_dtype",
+    "ensure_onnx",
+    "model_fingerprint",
+    "resolve_backend",
+]

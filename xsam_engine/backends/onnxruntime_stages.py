@@ -1,0 +1,146 @@
+"""`ImageStages` on ONNX Runtime (CPU, or CUDA execution provider with zero-copy I/O binding)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..configuration_xsam import XSamConfig
+from ..export.graphs import GraphSpec, graph_specs
+from ..modeling_outputs import MaskEncoderOutput, PixelDecoderOutput, SegDecoderOutput
+from .common import AcceleratedMaskEncoderOutput, sample_region_points, token_map_from_sam_tokens
+
+logger = logging.getLogger(__name__)
+
+CUDA_PROVIDER = "CUDAExecutionProvider"
+CPU_PROVIDER = "CPUExecutionProvider"
+
+
+def available_providers() -> list[str]:
+    try:
+        import onnxruntime
+    except ImportError:
+        return []
+    return list(onnxruntime.get_available_providers())
+
+
+class OnnxRuntimeStages:
+    """The five exported graphs run by ONNX Runtime sessions, created on first use.
+
+    Inputs arrive as torch tensors (any dtype/device) and outputs leave as torch tensors in
+    `dtype` on `device`, so the predictor and the PyTorch LLM around it do not notice the backend.
+    On CUDA the tensors are bound by pointer (I/O binding): no host round trip.
+    """
+
+    def __init__(
+        self,
+        onnx_dir: str | Path,
+        config: XSamConfig,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+        num_threads: int | None = None,
+    ) -> None:
+        self.onnx_dir = Path(onnx_dir)
+        self.config = config
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.num_threads = num_threads
+        self.specs: dict[str, GraphSpec] = graph_specs(config)
+        if self.device.type == "cuda":
+            if CUDA_PROVIDER not in available_providers():
+                raise RuntimeError("onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu).")
+            self.providers: list = [(CUDA_PROVIDER, {"device_id": self.device.index or 0}), CPU_PROVIDER]
+        else:
+            self.providers = [CPU_PROVIDER]
+        self._sessions: dict = {}
+        for name in self.specs:
+            if not (self.onnx_dir / f"{name}.onnx").is_file():
+                raise FileNotFoundError(f"{self.onnx_dir / f'{name}.onnx'} is missing; run export_onnx first.")
+
+    def session(self, name: str):
+        if name not in self._sessions:
+            import onnxruntime
+
+            options = onnxruntime.SessionOptions()
+            options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+            options.intra_op_num_threads = self.num_threads or torch.get_num_threads()
+            options.log_severity_level = 3
+            self._sessions[name] = onnxruntime.InferenceSession(
+                str(self.onnx_dir / f"{name}.onnx"), sess_options=options, providers=self.providers
+            )
+        return self._sessions[name]
+
+    def warm_up(self, names: tuple[str, ...] | None = None) -> None:
+        """Create the sessions now (graph optimisation takes seconds for the big encoders)."""
+        for name in names or tuple(self.specs):
+            self.session(name)
+
+    def run(self, name: str, **inputs: torch.Tensor) -> list[torch.Tensor]:
+        """Run one graph on named torch inputs; outputs in the spec's order, as `dtype` on `device`."""
+        spec = self.specs[name]
+        session = self.session(name)
+        # The exporter drops inputs a graph does not read (e.g. level_2 of a 2-layer test decoder).
+        input_names = [i.name for i in session.get_inputs()]
+        if self.device.type != "cuda":
+            feeds = {n: inputs[n].detach().to("cpu", torch.float32).contiguous().numpy() for n in input_names}
+            results = session.run(spec.output_names, feeds)
+            return [torch.from_numpy(r).to(self.dtype) for r in results]
+        binding = session.io_binding()
+        kept = []
+        for input_name in input_names:
+            tensor = inputs[input_name].detach().to(self.device, torch.float32).contiguous()
+            kept.append(tensor)
+            binding.bind_input(input_name, "cuda", self.device.index or 0, np.float32, tuple(tensor.shape), tensor.data_ptr())
+        for output_name in spec.output_names:
+            binding.bind_output(output_name, "cuda", self.device.index or 0)
+        torch.cuda.current_stream(self.device).synchronize()  # ORT uses its own stream
+        session.run_with_iobinding(binding)
+        outputs = binding.get_outputs()
+        return [torch.from_dlpack(o.to_dlpack()).to(self.dtype) if hasattr(o, "to_dlpack")
+                else torch.from_numpy(o.numpy()).to(self.device, self.dtype) for o in outputs]
+
+    # -- ImageStages -----------------------------------------------------------------------------
+
+    def encode_mask_image(self, pixel_values: torch.Tensor) -> MaskEncoderOutput:
+        sam_tokens, *pyramid = self.run("mask_encoder", pixel_values=pixel_values)
+        return AcceleratedMaskEncoderOutput(projector_input=None, multi_scale_features=tuple(pyramid), sam_tokens=sam_tokens)
+
+    def encode_pixels(self, mask_output: MaskEncoderOutput) -> PixelDecoderOutput:
+        names = self.specs["pixel_decoder"].input_names
+        mask_features, *levels = self.run("pixel_decoder", **dict(zip(names, mask_output.multi_scale_features)))
+        return PixelDecoderOutput(mask_features=mask_features, multi_scale_features=tuple(levels))
+
+    def encode_vision(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.run("vision_encoder", pixel_values=pixel_values)[0]
+
+    def sam_tokens(self, mask_output: MaskEncoderOutput) -> torch.Tensor:
+        tokens = getattr(mask_output, "sam_tokens", None)
+        if tokens is None:
+            raise ValueError("This mask-encoder output has no SAM tokens; it was not produced by an exported encoder.")
+        return tokens
+
+    def decode(
+        self, pixel_features: PixelDecoderOutput, condition_embeds: torch.Tensor, seg_embeds: torch.Tensor
+    ) -> SegDecoderOutput:
+        levels = pixel_features.multi_scale_features
+        class_logits, mask_logits = self.run(
+            "mask_decoder",
+            mask_features=pixel_features.mask_features,
+            level_0=levels[0], level_1=levels[1], level_2=levels[2],
+            condition_embeds=condition_embeds, seg_embeds=seg_embeds,
+        )
+        return SegDecoderOutput(class_logits=class_logits, mask_logits=mask_logits)
+
+    def encode_regions(
+        self, sam_tokens: torch.Tensor, prompt_masks: list[torch.Tensor], generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Same contract as `XSamModel.encode_regions`: (N, H) tokens + (S, S) masks -> (R, H)."""
+        token_map = token_map_from_sam_tokens(sam_tokens)
+        tokens = []
+        for mask in prompt_masks:
+            points = sample_region_points(mask, self.config.sampler_num_points, generator)
+            tokens.append(self.run("region_encoder", token_map=token_map, points=points[None])[0][0])
+        return torch.stack(tokens).to(sam_tokens.dtype)
