@@ -1,0 +1,339 @@
+"""Helpers for the perception-node tests: start the node in its own process, drive it over ROS.
+
+``NodeProcess`` runs ``python -m xsam_ros.perception_node`` with a namespace, a parameter file
+and a log file. ``Driver`` is an rclpy node in the test process that publishes images, depth,
+camera_info, commands and clicks, and records everything the node publishes (instances,
+overlay, markers, /diagnostics); ``wait_for`` waits on a condition variable with a timeout
+(no fixed sleeps), ``publish_frames_until`` keeps a camera-like stream going until an answer
+arrives.
+
+``module_ros_env`` gives a module its own ROS_DOMAIN_ID and namespace (the conftest fixtures
+are per test; a node started once per module needs them per module).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_MODEL_WEIGHTS = REPO_ROOT / "xsam_engine" / "default_model" / "model.safetensors"
+FASTDDS_PROFILE = REPO_ROOT / "config" / "fastdds_large_images.xml"
+
+_module_counter = itertools.count()
+
+
+def module_ros_env(tag: str) -> tuple[dict, int, str]:
+    """(environment, domain id, namespace) for one test module; distinct per module and pid."""
+    index = next(_module_counter)
+    domain_id = 1 + (os.getpid() * 7 + 53 + 11 * index) % 100
+    namespace = f"/xsam_node_{tag}_{os.getpid()}_{index}"
+    env = dict(os.environ)
+    env["ROS_DOMAIN_ID"] = str(domain_id)
+    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    env.pop("ROS_LOCALHOST_ONLY", None)
+    env.pop("ROS_STATIC_PEERS", None)
+    env.pop("FASTDDS_DEFAULT_PROFILES_FILE", None)
+    env.pop("FASTRTPS_DEFAULT_PROFILES_FILE", None)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+    env["PYTHONUNBUFFERED"] = "1"
+    env["RCUTILS_COLORIZED_OUTPUT"] = "0"
+    return env, domain_id, namespace
+
+
+def default_model_missing_reason() -> str | None:
+    if DEFAULT_MODEL_WEIGHTS.is_file():
+        return None
+    return (f"the default model is not there yet ({DEFAULT_MODEL_WEIGHTS.relative_to(REPO_ROOT)} is missing; "
+            "it is being trained) - accuracy tests run once it lands")
+
+
+def save_tiny_model(directory: Path) -> Path:
+    """A random-weight tiny X-SAM saved with save_pretrained (plumbing tests; answers are meaningless)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from engine_fixtures import tiny_model_and_tokenizer
+
+    from xsam_engine.checkpoint import save_pretrained
+
+    model, tokenizer = tiny_model_and_tokenizer()
+    return save_pretrained(model, tokenizer, directory)
+
+
+class NodeProcess:
+    """The perception node in its own process, its output in a log file."""
+
+    def __init__(self, env: dict, namespace: str, workdir: Path, parameters: dict | None = None,
+                 extra_env: dict | None = None) -> None:
+        self.namespace = namespace
+        self.log_path = workdir / f"node{namespace.replace('/', '_')}.log"
+        params_path = workdir / f"params{namespace.replace('/', '_')}.yaml"
+        params_path.write_text(yaml.safe_dump({"/**": {"ros__parameters": parameters or {}}}))
+        self.env = dict(env)
+        self.env["ROS_LOG_DIR"] = str(workdir / "ros_log")
+        self.env.update(extra_env or {})
+        self._log = open(self.log_path, "w")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "xsam_ros.perception_node", "--ros-args", "-r", f"__ns:={namespace}",
+             "--params-file", str(REPO_ROOT / "config" / "perception.yaml"), "--params-file", str(params_path)],
+            env=self.env, cwd=str(REPO_ROOT), stdout=self._log, stderr=subprocess.STDOUT, text=True)
+
+    def log(self) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_log(self, text: str, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.log():
+                return True
+            if self.process.poll() is not None:
+                return text in self.log()
+            time.sleep(0.1)
+        return False
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        """SIGINT, as Ctrl-C / ros2 launch do; kill if it does not exit in time."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        self._log.close()
+        return self.process.returncode
+
+
+class Driver:
+    """An rclpy node in the test process that talks to the perception node."""
+
+    def __init__(self, domain_id: int, namespace: str, image_reliable: bool = True) -> None:
+        import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
+        from geometry_msgs.msg import Point, PointStamped
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import CameraInfo, Image
+        from std_msgs.msg import String
+        from visualization_msgs.msg import MarkerArray
+
+        from xsam_ros.msg import InstanceMaskArray, SegmentationCommand
+
+        self.rclpy = rclpy
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, domain_id=domain_id)
+        self.node = rclpy.create_node("xsam_test_driver", namespace=namespace, context=self.context)
+        self.namespace = namespace
+        reliable = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        image_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=2,
+                               reliability=ReliabilityPolicy.RELIABLE if image_reliable else ReliabilityPolicy.BEST_EFFORT)
+        node = self.node
+        self.image_pub = node.create_publisher(Image, "image", image_qos)
+        self.depth_pub = node.create_publisher(Image, "depth", image_qos)
+        self.info_pub = node.create_publisher(CameraInfo, "camera_info", reliable)
+        self.command_pub = node.create_publisher(SegmentationCommand, "command", reliable)
+        self.text_pub = node.create_publisher(String, "command_text", reliable)
+        self.mouse_pub = node.create_publisher(Point, "image_mouse_left", reliable)
+        self.clicked_pub = node.create_publisher(PointStamped, "clicked_point", reliable)
+        self.condition = threading.Condition()
+        self.instances: list = []
+        self.overlays: list = []
+        self.markers: list = []
+        self.diagnostics: list = []
+        self._subscriptions = {}
+        node.create_subscription(InstanceMaskArray, "instances", self._keep(self.instances), reliable)
+        node.create_subscription(DiagnosticArray, "/diagnostics", self._keep(self.diagnostics), reliable)
+        self._overlay_type, self._marker_type, self._reliable = Image, MarkerArray, reliable
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(node)
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+
+    def _spin(self) -> None:
+        try:
+            self.executor.spin()
+        except Exception:  # shutdown
+            pass
+
+    def _keep(self, store: list) -> Callable:
+        def callback(msg) -> None:
+            with self.condition:
+                store.append(msg)
+                self.condition.notify_all()
+        return callback
+
+    def subscribe_overlay(self) -> None:
+        self.node.create_subscription(self._overlay_type, "overlay", self._keep(self.overlays), self._reliable)
+
+    def subscribe_markers(self) -> None:
+        self.node.create_subscription(self._marker_type, "markers", self._keep(self.markers), self._reliable)
+
+    def wait_for(self, predicate: Callable[[], object], timeout: float) -> object:
+        """Wait until predicate() is truthy (checked whenever a message arrives); returns its value or None."""
+        deadline = time.monotonic() + timeout
+        with self.condition:
+            while True:
+                value = predicate()
+                if value:
+                    return value
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self.condition.wait(min(remaining, 0.2))
+
+    def wait_for_subscriber(self, publisher, timeout: float = 20.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if publisher.get_subscription_count() > 0:
+                return True
+            time.sleep(0.05)
+        return False
+
+    def result_for(self, request_id: str | None = None, prompt: str | None = None, after: int = 0,
+                   predicate: Callable | None = None):
+        """First InstanceMaskArray (index >= after) matching request_id / prompt / predicate, or None."""
+        for message in self.instances[after:]:
+            if request_id is not None and message.request_id != request_id:
+                continue
+            if prompt is not None and message.prompt != prompt:
+                continue
+            if predicate is not None and not predicate(message):
+                continue
+            return message
+        return None
+
+    def publish_frames_until(self, frames: Callable[[int], list], predicate: Callable[[], object], timeout: float,
+                             period: float = 0.1, start: int = 0) -> object:
+        """Publish frames(i) (a list of (publisher, msg)) every `period` s until predicate() holds."""
+        deadline = time.monotonic() + timeout
+        index = start
+        while time.monotonic() < deadline:
+            for publisher, msg in frames(index):
+                publisher.publish(msg)
+            index += 1
+            value = self.wait_for(predicate, period)
+            if value:
+                return value
+        return None
+
+    def call(self, service_type, name: str, request, timeout: float = 10.0):
+        client = self.node.create_client(service_type, name)
+        try:
+            if not client.wait_for_service(timeout_sec=timeout):
+                return None
+            future = client.call_async(request)
+            deadline = time.monotonic() + timeout
+            while not future.done() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            return future.result() if future.done() else None
+        finally:
+            self.node.destroy_client(client)
+
+    def close(self) -> None:
+        self.executor.shutdown(timeout_sec=2.0)
+        self.node.destroy_node()
+        self.rclpy.try_shutdown(context=self.context)
+        self._thread.join(3.0)
+
+
+# -- message builders ------------------------------------------------------------------------------
+
+
+def stamp_header(sec: int, nanosec: int = 0, frame_id: str = "camera_color_optical_frame"):
+    from std_msgs.msg import Header
+
+    header = Header(frame_id=frame_id)
+    header.stamp.sec, header.stamp.nanosec = sec, nanosec
+    return header
+
+
+def image_msg(rgb: np.ndarray, header, encoding: str = "rgb8", padding: int = 0):
+    """sensor_msgs/Image of an RGB array in the given encoding, rows padded by `padding` bytes."""
+    from sensor_msgs.msg import Image
+
+    if encoding == "rgb8":
+        pixels = rgb
+    elif encoding == "bgr8":
+        pixels = rgb[..., ::-1]
+    elif encoding == "rgba8":
+        pixels = np.concatenate([rgb, np.full(rgb.shape[:2] + (1,), 255, np.uint8)], axis=2)
+    elif encoding == "bgra8":
+        pixels = np.concatenate([rgb[..., ::-1], np.full(rgb.shape[:2] + (1,), 255, np.uint8)], axis=2)
+    elif encoding == "mono8":
+        pixels = rgb.mean(axis=2).astype(np.uint8)[..., None]
+    else:
+        raise ValueError(encoding)
+    pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
+    height, width = pixels.shape[:2]
+    rows = pixels.reshape(height, -1)
+    if padding:
+        rows = np.concatenate([rows, np.zeros((height, padding), np.uint8)], axis=1)
+    return Image(header=header, height=height, width=width, encoding=encoding, is_bigendian=0,
+                 step=rows.shape[1], data=rows.tobytes())
+
+
+def depth_msg(depth_m: np.ndarray, header, encoding: str = "32FC1", big_endian: bool = False):
+    from sensor_msgs.msg import Image
+
+    height, width = depth_m.shape
+    if encoding == "16UC1":
+        values = np.nan_to_num(depth_m * 1000.0, nan=0.0, posinf=0.0, neginf=0.0).round().astype(np.uint16)
+        dtype = ">u2" if big_endian else "<u2"
+    else:
+        values = depth_m.astype(np.float32)
+        dtype = ">f4" if big_endian else "<f4"
+    data = values.astype(dtype).tobytes()
+    return Image(header=header, height=height, width=width, encoding=encoding, is_bigendian=int(big_endian),
+                 step=width * values.itemsize, data=data)
+
+
+def camera_info_msg(camera, header):
+    from sensor_msgs.msg import CameraInfo
+
+    info = CameraInfo(header=header, width=camera.width, height=camera.height, distortion_model="plumb_bob")
+    info.k = [float(v) for v in camera.matrix.reshape(-1)]
+    info.p = [camera.fx, 0.0, camera.cx, 0.0, 0.0, camera.fy, camera.cy, 0.0, 0.0, 0.0, 1.0, 0.0]
+    info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+    info.d = [0.0] * 5
+    return info
+
+
+def mask_from_msg(instance, width: int, height: int) -> np.ndarray:
+    """Full-size bool mask of an InstanceMask (paste the crop at its roi)."""
+    full = np.zeros((height, width), dtype=bool)
+    roi = instance.roi
+    crop = np.frombuffer(bytes(instance.mask.data), dtype=np.uint8).reshape(instance.mask.height, instance.mask.step)
+    crop = crop[:, : instance.mask.width] > 0
+    full[roi.y_offset: roi.y_offset + roi.height, roi.x_offset: roi.x_offset + roi.width] = crop
+    return full
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 0.0
+
+
+def stages(message) -> dict[str, float]:
+    return {timing.stage: timing.milliseconds for timing in message.timings}
+
+
+def diagnostic_values(array) -> dict[str, str]:
+    values = {}
+    for status in array.status:
+        for pair in status.values:
+            values[pair.key] = pair.value
+    return values

@@ -1,0 +1,227 @@
+"""The parameter table, the files generated from it, and the launch file.
+
+- every parameter validates its default, rejects bad values with a reason, and has a full
+  ParameterDescriptor (description, range, read_only);
+- config/perception.yaml and the README table are what ``python -m xsam_ros.parameters``
+  generates, so they agree with the table;
+- launch/perception.launch.py, checked without launch_ros (not installable here) by parsing it:
+  every DeclareLaunchArgument has a description, enums have the table's choices, the
+  parameters it passes exist in the table with the right type, remappings target the node's
+  relative topic names, and nothing is installed or evaluated.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from xsam_ros import parameters
+from xsam_ros.parameters import BY_NAME, PARAMETERS, validate, validate_all
+
+REQUIRED = {
+    "model_path", "device", "backend", "image_reliability", "compressed_input", "use_depth", "depth_slop_s",
+    "score_threshold", "mask_threshold", "max_instances", "publish_label_image", "default_vocabulary",
+    "stuff_vocabulary", "tracking_min_iou", "no_image_warning_s", "max_image_pixels", "min_depth_m", "max_depth_m",
+}
+NODE_TOPICS = {"image", "depth", "camera_info", "command", "command_text", "clicked_point"}
+
+
+def test_table_has_every_required_parameter_and_valid_defaults():
+    names = [spec.name for spec in PARAMETERS]
+    assert len(names) == len(set(names))
+    assert REQUIRED <= set(names)
+    assert validate_all(parameters.defaults()) == []
+    for spec in PARAMETERS:
+        assert spec.description.endswith(".") or spec.description.endswith(")"), spec.name
+        assert len(spec.description) > 20, spec.name
+
+
+def test_default_vocabulary_matches_the_demo_model_classes():
+    from xsam_engine.tabletop.catalog import CLASSES, STUFF_CLASSES
+
+    assert BY_NAME["default_vocabulary"].default == CLASSES
+    assert BY_NAME["stuff_vocabulary"].default == STUFF_CLASSES
+
+
+@pytest.mark.parametrize("name, value, reason", [
+    ("score_threshold", 1.5, "score_threshold must be in [0.0, 1.0], got 1.5"),
+    ("score_threshold", -0.1, "must be in"),
+    ("score_threshold", "high", "must be a number"),
+    ("score_threshold", math.nan, "must be finite"),
+    ("mask_threshold", 0.0, "mask_threshold must be in (0.0, 1.0)"),
+    ("mask_threshold", 1.0, "must be in"),
+    ("max_instances", 0, "max_instances must be in [1, 1000], got 0"),
+    ("max_instances", 2.5, "must be an integer"),
+    ("max_instances", True, "must be an integer"),
+    ("device", "gpu", "device must be one of auto, cpu, cuda; got 'gpu'"),
+    ("backend", "openvino", "must be one of auto, torch, onnxruntime, tensorrt"),
+    ("image_reliability", "sometimes", "must be one of auto, reliable, best_effort"),
+    ("compressed_input", "yes", "must be a bool"),
+    ("default_vocabulary", ["cup", ""], "must not contain empty names"),
+    ("default_vocabulary", ["cup", "cup"], "duplicate names"),
+    ("default_vocabulary", "cup", "must be a list of strings"),
+    ("max_depth_m", 0.0, "max_depth_m must be in (0.0, 1000.0]"),
+    ("no_image_warning_s", 0.1, "must be in [0.5, 3600.0]"),
+    ("nonexistent", 1, "unknown parameter"),
+])
+def test_bad_values_are_rejected_with_a_reason(name, value, reason):
+    assert reason in validate(name, value)
+
+
+def test_depth_range_must_be_ordered():
+    values = parameters.defaults()
+    values.update(min_depth_m=2.0, max_depth_m=1.0)
+    assert validate_all(values) == ["min_depth_m (2.0) must be smaller than max_depth_m (1.0)"]
+
+
+def test_descriptors_carry_description_range_and_read_only():
+    from rcl_interfaces.msg import ParameterType
+
+    score = parameters.descriptor(BY_NAME["score_threshold"])
+    assert score.type == ParameterType.PARAMETER_DOUBLE and "Minimum instance score" in score.description
+    assert (score.floating_point_range[0].from_value, score.floating_point_range[0].to_value) == (0.0, 1.0)
+    assert not score.read_only
+    instances = parameters.descriptor(BY_NAME["max_instances"])
+    assert (instances.integer_range[0].from_value, instances.integer_range[0].to_value) == (1, 1000)
+    device = parameters.descriptor(BY_NAME["device"])
+    assert device.read_only and device.additional_constraints == "one of: auto, cpu, cuda"
+    assert parameters.descriptor(BY_NAME["default_vocabulary"]).type == ParameterType.PARAMETER_STRING_ARRAY
+    read_only = {spec.name for spec in PARAMETERS if spec.read_only}
+    assert {"model_path", "device", "backend", "image_reliability", "compressed_input", "use_depth"} <= read_only
+    assert not read_only & {"score_threshold", "mask_threshold", "max_instances", "tracking_min_iou"}
+
+
+def test_config_yaml_is_the_generated_file(repo_root):
+    assert (repo_root / "config" / "perception.yaml").read_text() == parameters.to_yaml(), (
+        "config/perception.yaml is out of date: run `python -m xsam_ros.parameters --yaml > config/perception.yaml`")
+    loaded = yaml.safe_load((repo_root / "config" / "perception.yaml").read_text())
+    assert loaded == {"/**": {"ros__parameters": parameters.defaults()}}
+
+
+def test_readme_parameter_table_is_the_generated_table(repo_root):
+    readme = (repo_root / "README.md").read_text()
+    section = readme.split("\n## Parameters\n", 1)[1].split("\n## ", 1)[0]
+    assert parameters.to_markdown() in section, (
+        "README 'Parameters' table is out of date: paste `python -m xsam_ros.parameters --markdown`")
+
+
+def test_generator_cli(repo_root):
+    for flag, expected in (("--yaml", parameters.to_yaml()), ("--markdown", parameters.to_markdown())):
+        out = subprocess.run([sys.executable, "-m", "xsam_ros.parameters", flag], cwd=repo_root,
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0 and out.stdout == expected
+
+
+def test_declare_all_on_a_real_node(rclpy_context):
+    import rclpy
+    from rclpy.parameter import Parameter
+
+    node = rclpy.create_node(
+        "declare_test", context=rclpy_context,
+        parameter_overrides=[Parameter("score_threshold", value=0.25), Parameter("default_vocabulary", value=["a", "b"])])
+    try:
+        values = parameters.declare_all(node)
+        assert values["score_threshold"] == 0.25 and values["default_vocabulary"] == ["a", "b"]
+        assert values["device"] == "auto" and values["use_depth"] is True
+        described = node.describe_parameter("max_instances")
+        assert described.integer_range[0].to_value == 1000 and described.description
+        assert not node.set_parameters([Parameter("device", value="cpu")])[0].successful  # read-only
+    finally:
+        node.destroy_node()
+    bad = rclpy.create_node("declare_bad", context=rclpy_context,
+                            parameter_overrides=[Parameter("device", value="gpu")])
+    try:
+        with pytest.raises(ValueError, match="device must be one of auto, cpu, cuda"):
+            parameters.declare_all(bad)
+    finally:
+        bad.destroy_node()
+
+
+# -- launch file ----------------------------------------------------------------------------------
+
+
+def _launch_tree(repo_root):
+    source = (repo_root / "launch" / "perception.launch.py").read_text()
+    return source, ast.parse(source)
+
+
+def _calls(tree, name):
+    return [node for node in ast.walk(tree) if isinstance(node, ast.Call)
+            and getattr(node.func, "id", getattr(node.func, "attr", None)) == name]
+
+
+def _keyword(call, name):
+    return next((k.value for k in call.keywords if k.arg == name), None)
+
+
+def _launch_config_name(node):
+    """'x' for LaunchConfiguration("x"), else None."""
+    if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "LaunchConfiguration":
+        return node.args[0].value
+    return None
+
+
+def test_launch_arguments_have_descriptions_and_choices(repo_root):
+    _, tree = _launch_tree(repo_root)
+    booleans = None
+    for assign in ast.walk(tree):
+        if isinstance(assign, ast.Assign) and getattr(assign.targets[0], "id", None) == "BOOLEAN":
+            booleans = [element.value for element in assign.value.elts]
+    arguments = {}
+    for call in _calls(tree, "DeclareLaunchArgument"):
+        name = call.args[0].value
+        description = _keyword(call, "description")
+        assert description is not None, f"launch argument {name} has no description"
+        text = ast.literal_eval(description) if not isinstance(description, ast.JoinedStr) else "?"
+        assert isinstance(text, str) and len(text) > 20, name
+        assert _keyword(call, "default_value") is not None, name
+        choices = _keyword(call, "choices")
+        if choices is not None:
+            choices = booleans if isinstance(choices, ast.Name) and choices.id == "BOOLEAN" else ast.literal_eval(choices)
+            default = _keyword(call, "default_value")
+            assert isinstance(default, ast.Constant) and default.value in choices, name
+        arguments[name] = choices
+    expected = {"namespace", "image_topic", "depth_topic", "camera_info_topic", "compressed_input", "model_path",
+                "backend", "device", "params_file", "use_sim_time"}
+    assert expected <= set(arguments)
+    for enum in ("backend", "device", "image_reliability"):
+        assert arguments[enum] == list(BY_NAME[enum].choices), enum
+    for flag in ("compressed_input", "use_sim_time", "use_depth"):
+        assert arguments[flag] == ["true", "false"], flag
+
+
+def test_launch_node_parameters_and_remappings(repo_root):
+    source, tree = _launch_tree(repo_root)
+    declared = {call.args[0].value for call in _calls(tree, "DeclareLaunchArgument")}
+    (node,) = _calls(tree, "Node")
+    assert ast.literal_eval(_keyword(node, "package")) == "xsam_ros"
+    assert ast.literal_eval(_keyword(node, "executable")) == "perception_node"
+    assert _launch_config_name(_keyword(node, "namespace")) == "namespace"
+    params = _keyword(node, "parameters").elts
+    assert _launch_config_name(params[0]) == "params_file"  # the YAML file first, arguments override it
+    kinds = {"string": "str", "bool": "bool"}
+    for key, value in zip(params[1].keys, params[1].values):
+        name = key.value
+        assert name in BY_NAME or name == "use_sim_time", f"launch passes unknown parameter {name}"
+        assert getattr(value.func, "id", None) == "ParameterValue", name
+        argument = _launch_config_name(value.args[0])
+        assert argument in declared, name
+        value_type = _keyword(value, "value_type").id
+        expected = "bool" if name == "use_sim_time" else kinds[BY_NAME[name].kind]
+        assert value_type == expected, name
+    remappings = [(pair.elts[0].value, _launch_config_name(pair.elts[1])) for pair in _keyword(node, "remappings").elts]
+    for source_name, target in remappings:
+        assert source_name in NODE_TOPICS and not source_name.startswith("/"), source_name
+        assert target in declared
+    assert {name for name, _ in remappings} == {"image", "depth", "camera_info"}
+    # Nothing is installed or evaluated at launch time.
+    for forbidden in ("subprocess", "eval(", "exec(", "PythonExpression", "pip", "os.system"):
+        assert forbidden not in source, forbidden
+    # Every LaunchConfiguration used refers to a declared argument.
+    used = {_launch_config_name(call) for call in _calls(tree, "LaunchConfiguration")}
+    assert used <= declared, used - declared
