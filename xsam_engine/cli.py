@@ -2,7 +2,8 @@
 
     xsam segment IMAGE "grasp the red cup" [--model DIR] [--task TASK] [--points x,y ...]
                  [--negative-points x,y ...] [--box x0,y0,x1,y1 ...] [--scribble x,y;x,y;... ...]
-                 [--mask PNG ...] [--vocabulary cup,bowl] [--out overlay.png] [--device cpu|cuda]
+                 [--mask PNG ...] [--vocabulary cup,bowl] [--out overlay.png] [--device auto|cpu|cuda]
+                 [--backend auto|tensorrt|onnxruntime|torch]
 """
 
 from __future__ import annotations
@@ -54,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--stuff", default="", help="comma-separated stuff classes (panoptic)")
     segment.add_argument("--score-threshold", type=float, default=None)
     segment.add_argument("--out", default=None, help="write an overlay PNG here")
-    segment.add_argument("--device", default="cpu")
+    segment.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    segment.add_argument("--backend", default="auto", choices=["auto", "tensorrt", "onnxruntime", "torch"],
+                         help="image-stage backend; one log line says what is used if it cannot run here")
     return parser
 
 
@@ -120,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     import cv2
 
-    from .predictor import XSamPredictor
+    from .backends import create_predictor
     from .visualization import draw_overlay
 
     bgr = cv2.imread(args.image, cv2.IMREAD_COLOR)
@@ -132,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    predictor = XSamPredictor.from_pretrained(args.model, device=args.device)
+    predictor, _ = create_predictor(args.model, backend=args.backend, device=args.device)
     predictor.set_image(bgr, image_format="BGR")
     try:
         result = predictor.segment(request)

@@ -181,7 +181,7 @@ def ensure_onnx(model, directory: str | Path) -> Path:
         stored = json.loads(manifest.read_text()).get("graphs", {})
         if all(name in stored and (directory / stored[name]["file"]).is_file() for name in GRAPH_NAMES):
             return directory
-    logger.info("Exporting the image stages to ONNX in %s (once per model).", directory)
+    logging.getLogger("xsam_engine.export").info("Exporting the image stages to ONNX in %s (once per model).", directory)
     cpu_model = model
     if next(model.parameters()).device.type != "cpu" or model.dtype != torch.float32:
         raise ValueError("ensure_onnx needs the float32 CPU model; export before moving it to the GPU.")

@@ -199,7 +199,8 @@ def check_graph(path: str | Path) -> None:
 def write_manifest(directory: Path, config: XSamConfig, paths: dict[str, Path], opset: int) -> Path:
     manifest_path = directory / MANIFEST_NAME
     existing = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-    graphs = existing.get("graphs", {}) if existing.get("config") == config.to_dict() else {}
+    config_json = json.loads(json.dumps(config.to_dict()))  # tuples -> lists, as stored
+    graphs = existing.get("graphs", {}) if existing.get("config") == config_json else {}
     specs = graph_specs(config)
     for name, path in paths.items():
         spec = specs[name]
@@ -210,7 +211,7 @@ def write_manifest(directory: Path, config: XSamConfig, paths: dict[str, Path], 
             "inputs": {t.name: list(t.shape) for t in spec.inputs},
             "outputs": {t.name: list(t.shape) for t in spec.outputs},
         }
-    manifest = {"config": config.to_dict(), "opset": opset, "torch": torch.__version__, "graphs": graphs}
+    manifest = {"config": config_json, "opset": opset, "torch": torch.__version__, "graphs": graphs}
     tmp = manifest_path.with_suffix(f".tmp{os.getpid()}")
     tmp.write_text(json.dumps(manifest, indent=2) + "\n")
     tmp.replace(manifest_path)

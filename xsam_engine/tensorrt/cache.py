@@ -101,7 +101,7 @@ class EngineCacheKey:
         return hashlib.sha256(payload).hexdigest()
 
     def file_name(self) -> str:
-        gpu = "".join(c if c.isalnum() else "-" for c in self.gpu_name.lower()).strip("-") or "gpu"
+        gpu = "-".join("".join(c if c.isalnum() else " " for c in self.gpu_name.lower()).split()) or "gpu"
         return f"{self.graph}.{self.precision}.sm{self.compute_capability.replace('.', '')}.{gpu}.{self.digest()[:16]}.engine"
 
     def differences(self, other: EngineCacheKey) -> list[str]:

@@ -1,0 +1,131 @@
+"""Backend selection (auto | tensorrt | onnxruntime | torch x auto | cuda | cpu) and its one log line."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from engine_fixtures import scene_image, tiny_model_and_tokenizer
+
+from xsam_engine.backends import (
+    BackendInfo,
+    Environment,
+    OnnxRuntimeStages,
+    create_predictor,
+    model_fingerprint,
+    resolve_backend,
+)
+from xsam_engine.requests import SegmentationRequest, Task
+
+CPU_ONLY = Environment(cuda_available=False, tensorrt_available=False, onnxruntime_providers=("CPUExecutionProvider",))
+NO_ORT = Environment(cuda_available=False, tensorrt_available=False, onnxruntime_providers=())
+GPU_TRT = Environment(cuda_available=True, tensorrt_available=True, onnxruntime_providers=("CPUExecutionProvider",))
+GPU_ORT = Environment(cuda_available=True, tensorrt_available=False, onnxruntime_providers=("CUDAExecutionProvider", "CPUExecutionProvider"))
+GPU_BARE = Environment(cuda_available=True, tensorrt_available=False, onnxruntime_providers=("CPUExecutionProvider",))
+
+
+@pytest.mark.parametrize("backend,device,env,expected", [
+    ("auto", "auto", CPU_ONLY, ("torch", "cpu", False)),
+    ("auto", "auto", GPU_TRT, ("tensorrt", "cuda", False)),
+    ("auto", "auto", GPU_ORT, ("onnxruntime", "cuda", False)),
+    ("auto", "auto", GPU_BARE, ("torch", "cuda", False)),
+    ("auto", "cuda", CPU_ONLY, ("torch", "cpu", True)),
+    ("tensorrt", "auto", CPU_ONLY, ("onnxruntime", "cpu", True)),
+    ("tensorrt", "auto", NO_ORT, ("torch", "cpu", True)),
+    ("tensorrt", "cuda", GPU_TRT, ("tensorrt", "cuda", False)),
+    ("tensorrt", "cpu", GPU_TRT, ("onnxruntime", "cpu", True)),
+    ("tensorrt", "auto", GPU_BARE, ("torch", "cuda", True)),
+    ("tensorrt", "auto", GPU_ORT, ("onnxruntime", "cuda", True)),
+    ("onnxruntime", "cpu", CPU_ONLY, ("onnxruntime", "cpu", False)),
+    ("onnxruntime", "cuda", GPU_BARE, ("torch", "cuda", True)),
+    ("onnxruntime", "auto", NO_ORT, ("torch", "cpu", True)),
+    ("torch", "auto", GPU_TRT, ("torch", "cuda", False)),
+    ("torch", "cuda", CPU_ONLY, ("torch", "cpu", True)),
+])
+def test_resolution(backend, device, env, expected):
+    resolution = resolve_backend(backend, device, env)
+    assert (resolution.backend, resolution.device, resolution.fallback) == expected
+    if resolution.fallback:
+        assert resolution.reason  # a fallback always says why
+
+
+def test_tensorrt_reason_names_the_missing_pieces():
+    reason = resolve_backend("tensorrt", "auto", CPU_ONLY).reason
+    assert "tensorrt Python package is not installed" in reason and "CUDA" in reason
+
+
+def test_unknown_choices_are_rejected():
+    with pytest.raises(ValueError, match="backend must be one of"):
+        resolve_backend("openvino", "auto", CPU_ONLY)
+    with pytest.raises(ValueError, match="device must be one of"):
+        resolve_backend("auto", "tpu", CPU_ONLY)
+
+
+def _backend_records(caplog):
+    return [r for r in caplog.records if r.name == "xsam_engine.backends"]
+
+
+def test_asking_for_tensorrt_here_falls_back_with_exactly_one_line(tmp_path, caplog):
+    model, tokenizer = tiny_model_and_tokenizer()
+    with caplog.at_level(logging.DEBUG, logger="xsam_engine"):
+        predictor, info = create_predictor(backend="tensorrt", model=model, tokenizer=tokenizer, engine_cache_dir=tmp_path)
+    records = _backend_records(caplog)
+    assert len(records) == 1, [r.getMessage() for r in records]
+    message = records[0].getMessage()
+    assert records[0].levelno == logging.WARNING
+    expected_backend = "onnxruntime"
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        expected_backend = "torch"
+    assert "asked for backend=tensorrt" in message and f"using {expected_backend} on cpu" in message
+    assert "tensorrt" in message and "not installed" in message
+    assert isinstance(info, BackendInfo) and info.fallback and info.backend == expected_backend
+    if expected_backend == "onnxruntime":
+        assert isinstance(predictor.stages, OnnxRuntimeStages)
+        assert (tmp_path / "onnx" / model_fingerprint(model)[:16] / "manifest.json").is_file()
+    image = scene_image()
+    predictor.set_image(image)
+    result = predictor.segment(SegmentationRequest(task=Task.REFERRING, text="red cup"))
+    assert result.image_size == image.shape[:2]
+
+
+def test_auto_on_cpu_uses_torch_with_one_info_line(caplog):
+    model, tokenizer = tiny_model_and_tokenizer()
+    with caplog.at_level(logging.DEBUG, logger="xsam_engine"):
+        predictor, info = create_predictor(model=model, tokenizer=tokenizer, environment=CPU_ONLY)
+    records = _backend_records(caplog)
+    assert len(records) == 1 and records[0].levelno == logging.INFO
+    assert info.backend == "torch" and not info.fallback and predictor.stages is predictor.model
+    assert info.summary() == "image stages: torch on cpu; LLM: torch float32 on cpu"
+
+
+def test_onnx_export_is_reused(tmp_path):
+    model, tokenizer = tiny_model_and_tokenizer()
+    _, first = create_predictor(backend="onnxruntime", device="cpu", model=model, tokenizer=tokenizer, engine_cache_dir=tmp_path)
+    manifest = tmp_path / "onnx" / model_fingerprint(model)[:16] / "manifest.json"
+    stamp = manifest.stat().st_mtime_ns
+    _, second = create_predictor(backend="onnxruntime", device="cpu", model=model, tokenizer=tokenizer, engine_cache_dir=tmp_path)
+    assert first.onnx_dir == second.onnx_dir and manifest.stat().st_mtime_ns == stamp
+
+
+def test_fingerprint_follows_the_image_stage_weights():
+    model, _ = tiny_model_and_tokenizer()
+    before = model_fingerprint(model)
+    with torch.no_grad():
+        model.language_model.condition_projector.model[0].bias.add_(1.0)  # LLM side: not exported
+    assert model_fingerprint(model) == before
+    with torch.no_grad():
+        model.seg_decoder.logit_scale.add_(0.1)
+    assert model_fingerprint(model) != before
+
+
+def test_cli_accepts_backend_and_device():
+    from xsam_engine.cli import build_parser
+
+    args = build_parser().parse_args(["segment", "image.png", "red cup", "--backend", "tensorrt", "--device", "cuda"])
+    assert (args.backend, args.device) == ("tensorrt", "cuda")
+    defaults = build_parser().parse_args(["segment", "image.png"])
+    assert (defaults.backend, defaults.device) == ("auto", "auto")
