@@ -337,3 +337,39 @@ def diagnostic_values(array) -> dict[str, str]:
         for pair in status.values:
             values[pair.key] = pair.value
     return values
+
+
+def scene_frames(driver: Driver, scene, first_sec: int, depth_encoding: str | None = "32FC1",
+                 encoding: str = "rgb8", depth_array: np.ndarray | None = None,
+                 frame_id: str = "camera_color_optical_frame") -> Callable[[int], list]:
+    """frames(i) for publish_frames_until: camera_info, depth (optional) and image stamped first_sec + i."""
+    depth = scene.depth if depth_array is None else depth_array
+
+    def frames(index: int) -> list:
+        header = stamp_header(first_sec + index, 0, frame_id)
+        messages = []
+        if depth_encoding is not None:
+            messages.append((driver.info_pub, camera_info_msg(scene.camera, header)))
+            messages.append((driver.depth_pub, depth_msg(depth, header, depth_encoding)))
+        messages.append((driver.image_pub, image_msg(scene.image, header, encoding)))
+        return messages
+
+    return frames
+
+
+def wait_for_node_inputs(driver: Driver, publishers: list, timeout: float = 30.0) -> None:
+    for publisher in publishers:
+        assert driver.wait_for_subscriber(publisher, timeout), f"the node never subscribed to {publisher.topic_name}"
+
+
+def warm_up_depth(driver: Driver, frames: Callable[[int], list], timeout: float = 30.0, start: int = 500) -> None:
+    """Publish frames until the node reports depth images received, so the next frames carry depth.
+
+    Right after (re)connecting, the first large reliable samples can be overwritten in a keep-last
+    writer before they are delivered; a command sent after this has a depth image for its frame.
+    """
+    def depth_flows():
+        return driver.diagnostics and int(diagnostic_values(driver.diagnostics[-1]).get("depth_received", 0)) >= 2
+
+    assert driver.publish_frames_until(frames, depth_flows, timeout, period=0.1, start=start), \
+        "the node reported no depth images"

@@ -66,10 +66,16 @@ class NodeStats:
             self.last_image_time = time.monotonic()
             self.input_rate.tick(self.last_image_time)
 
-    def frame_processed(self, timings_s: dict[str, float]) -> None:
+    def frame_processed(self, total_s: float) -> None:
+        """One frame went through the worker (conversion, inference of every command, publishing)."""
         with self._lock:
             self.counters["frames_processed"] += 1
             self.processing_rate.tick()
+            self._latencies["total"].append(total_s)
+
+    def record_stages(self, timings_s: dict[str, float]) -> None:
+        """Per-stage seconds of one published result."""
+        with self._lock:
             for stage, seconds in timings_s.items():
                 self._latencies[stage].append(seconds)
 

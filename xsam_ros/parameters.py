@@ -83,9 +83,36 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         choices=("auto", "cpu", "cuda"), read_only=True),
     ParameterSpec(
         "backend", STRING, "auto",
-        "Inference backend. Only torch exists today; onnxruntime and tensorrt fall back to torch "
-        "with one log line.",
+        "Runtime of the image stages: auto = tensorrt with CUDA when installed, else onnxruntime with "
+        "its CUDA provider, else torch. A backend that cannot run here falls back "
+        "(tensorrt -> onnxruntime -> torch) with one log line; the language model always runs in torch.",
         choices=("auto", "torch", "onnxruntime", "tensorrt"), read_only=True),
+    ParameterSpec(
+        "engine_cache_dir", STRING, "",
+        "Directory for ONNX exports and TensorRT engines (onnxruntime / tensorrt backends). "
+        "Empty = ~/.cache/xsam_ros/engines.",
+        read_only=True),
+    ParameterSpec(
+        "engine_file_path", STRING, "",
+        "TensorRT only: an explicit engine file to use or build; empty = a file in engine_cache_dir "
+        "named after the model, TensorRT version and GPU.",
+        read_only=True),
+    ParameterSpec(
+        "force_engine_update", BOOL, False,
+        "TensorRT only: rebuild the engines at start-up even when a cached one matches.",
+        read_only=True),
+    ParameterSpec(
+        "enable_fp16", BOOL, True,
+        "TensorRT only: allow FP16 kernels in the engines.",
+        read_only=True),
+    ParameterSpec(
+        "enable_int8", BOOL, False,
+        "TensorRT only: INT8 engines calibrated on generated tabletop scenes.",
+        read_only=True),
+    ParameterSpec(
+        "max_workspace_size", INT, 0,
+        "TensorRT only: builder workspace limit in bytes; 0 = the engine builder's default.",
+        minimum=0, maximum=2**40, read_only=True),
     # -- inputs --------------------------------------------------------------------------------
     ParameterSpec(
         "image_reliability", STRING, "auto",

@@ -107,6 +107,7 @@ class PerceptionNode(Node):
         self._model_name = self._params["model_path"] or "built-in tabletop demo model (xsam_engine/default_model)"
         self._device = self._params["device"]
         self._backend = self._params["backend"]
+        self._backend_summary = ""
         self._last_header: Header | None = None
         self._marker_ids: frozenset[int] | None = None
         self._marker_lock = threading.Lock()
@@ -171,38 +172,41 @@ class PerceptionNode(Node):
             f"(device {self._params['device']}, backend {self._params['backend']}), loading in the background.")
 
     def _load_model(self) -> None:
-        import torch
-
         started = time.monotonic()
-        device = self._params["device"]
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        elif device == "cuda" and not torch.cuda.is_available():
-            self.get_logger().warning("device:=cuda was requested but torch sees no CUDA device; running on cpu.")
-            device = "cpu"
-        backend = self._params["backend"]
-        if backend in ("onnxruntime", "tensorrt"):
-            self.get_logger().warning(
-                f"backend:={backend} is not available in xsam_engine yet; falling back to the PyTorch model.")
-        self._device, self._backend = device, "torch"
         path = self._params["model_path"] or None
         if path is not None and not Path(path).expanduser().is_dir():
             self._fail_model(f"model_path {path!r} is not a directory (expected model.safetensors, config.json "
                              "and tokenizer files written by save_pretrained)")
             return
         try:
-            from xsam_engine.predictor import XSamPredictor
+            from xsam_engine.backends import create_predictor
 
-            predictor = XSamPredictor.from_pretrained(None if path is None else Path(path).expanduser(), device=device)
+            predictor, info = create_predictor(
+                None if path is None else Path(path).expanduser(),
+                backend=self._params["backend"],
+                device=self._params["device"],
+                engine_cache_dir=self._params["engine_cache_dir"] or None,
+                engine_file_path=self._params["engine_file_path"] or None,
+                force_engine_update=self._params["force_engine_update"],
+                enable_fp16=self._params["enable_fp16"],
+                enable_int8=self._params["enable_int8"],
+                max_workspace_size=self._params["max_workspace_size"] or None,
+            )
         except Exception as error:  # missing files, wrong format, out of memory: the node keeps running
             self._fail_model(f"could not load the model from {path or 'xsam_engine/default_model'}: "
                              f"{type(error).__name__}: {error}")
             return
         self._predictor = predictor
+        self._device, self._backend = info.device, info.backend
+        self._backend_summary = info.summary()
+        if info.fallback:
+            self.get_logger().warning(
+                f"backend:={info.requested_backend} device:={info.requested_device} cannot run here: {info.reason}; "
+                f"using {info.backend} on {info.device}.")
         self._model_state = "ready"
-        parameters_count = sum(p.numel() for p in predictor.model.parameters())
+        parameters_count = sum(p.numel() for p in predictor.model.parameters() if p.device.type != "meta")
         self.get_logger().info(
-            f"Model ready: {self._model_name} ({parameters_count / 1e6:.1f} M parameters) on {device}, backend torch, "
+            f"Model ready: {self._model_name} ({parameters_count / 1e6:.1f} M parameters), {info.summary()}, "
             f"loaded in {time.monotonic() - started:.1f} s.")
 
     def _fail_model(self, error: str) -> None:
@@ -413,6 +417,7 @@ class PerceptionNode(Node):
             "model_state": self._model_state,
             "backend": self._backend,
             "device": self._device,
+            "backend_summary": self._backend_summary,
             "enabled": self._enabled,
             "image_topic": self._image_sub.topic,
             "image_reliability": reliability_name(self._image_sub.reliability),
@@ -491,7 +496,7 @@ class PerceptionNode(Node):
             self._run_job(context, job)
         if tracked is not None and not replaced and self._worker.still_tracked(tracked):
             self._run_tracked(context, tracked)
-        self._stats.frame_processed({**context.seconds, "total": time.perf_counter() - started})
+        self._stats.frame_processed(time.perf_counter() - started)
 
     def _run_job(self, context: FrameContext, job: Job) -> None:
         try:
@@ -632,6 +637,7 @@ class PerceptionNode(Node):
         seconds["ros_conversion"] = time.perf_counter() - started
         message.timings = conversions.timings_msg(seconds)
         self._instances_pub.publish(message)
+        self._stats.record_stages(seconds)
         self._stats.count("results_published")
         if self._overlay_pub.get_subscription_count() > 0:
             from xsam_engine.visualization import draw_overlay
