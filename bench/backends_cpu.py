@@ -157,11 +157,14 @@ def measure(config_name: str, backend: str, onnx_dir: str, repeats: int) -> dict
         command_stats = latency_stats(time_call(command, max(2, repeats // 2), warmup=1))
         # Tracking: new frame + cached condition.
         frame_index = iter(range(10**6))
+        breakdown: dict[str, list[float]] = {}
 
         def track():
             predictor.set_image(frames[1 + next(frame_index) % (len(frames) - 1)])
-            predictor.decode(condition)
+            for stage_name, seconds in predictor.decode(condition).timings.items():
+                breakdown.setdefault(stage_name, []).append(seconds)
         tracking = latency_stats(time_call(track, repeats, warmup=1))
+        tracking["predictor_stage_p50_ms"] = {k: latency_stats(v)["p50_ms"] for k, v in breakdown.items()}
 
         # LLM forward calls per task (hook on the Phi-3 body).
         counter = {"calls": 0}

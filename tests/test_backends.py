@@ -129,3 +129,18 @@ def test_cli_accepts_backend_and_device():
     assert (args.backend, args.device) == ("tensorrt", "cuda")
     defaults = build_parser().parse_args(["segment", "image.png"])
     assert (defaults.backend, defaults.device) == ("auto", "auto")
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_reduced_precision_llm_with_any_backend(tmp_path, backend):
+    # The GPU path runs the LLM in bf16/fp16 while the engines hand float tensors back: the same
+    # dtype boundary is exercised here on the CPU with bf16.
+    model, tokenizer = tiny_model_and_tokenizer()
+    predictor, info = create_predictor(backend=backend, device="cpu", dtype=torch.bfloat16, model=model,
+                                       tokenizer=tokenizer, engine_cache_dir=tmp_path)
+    assert info.dtype == "bfloat16" and predictor.model.dtype == torch.bfloat16
+    predictor.set_image(scene_image())
+    result = predictor.segment(SegmentationRequest(task=Task.INSTANCE, vocabulary=("cup", "bowl"), score_threshold=0.0))
+    assert result.condition.condition_embeds.dtype == torch.bfloat16
+    tracked = predictor.decode(result.condition)
+    assert tracked.image_size == result.image_size
