@@ -167,39 +167,48 @@ def _decoder_outputs(predictor, condition):
 
 @torch.no_grad()
 def compare_predictors(torch_predictor, onnx_predictor, images: list[np.ndarray], requests: list) -> list[RequestParity]:
-    """Segment each request on images[0] with both predictors, and track it on images[1:] (decode only)."""
+    """Segment every request on images[0] with both predictors, then track each condition on images[1:].
+
+    Each image is encoded once per predictor (the expensive part for the full-size model).
+    """
+    torch_predictor.set_image(images[0])
+    onnx_predictor.set_image(images[0])
+    segmented = []
     results = []
     for request in requests:
-        torch_predictor.set_image(images[0])
-        onnx_predictor.set_image(images[0])
         reference = torch_predictor.segment(request)
         candidate = onnx_predictor.segment(request)
-        pairs = [(images[0], reference, candidate, request.task.value)]
-        for index, image in enumerate(images[1:], start=1):
-            torch_predictor.set_image(image)
-            onnx_predictor.set_image(image)
-            pairs.append((image, torch_predictor.decode(reference.condition), onnx_predictor.decode(candidate.condition),
-                          f"{request.task.value} tracked frame {index}"))
-        for image, ref, cand, label in pairs:
-            ious = [mask_iou(a.mask, b.mask) for a, b in zip(ref.instances, cand.instances)]
-            notes = []
-            if len(ref.instances) != len(cand.instances):
-                notes.append(f"instance count differs: {len(ref.instances)} vs {len(cand.instances)}")
-                ious.append(0.0)
-            # Every query's binarised 128² mask: a much denser check than the few selected instances.
-            ref_out = _decoder_outputs(torch_predictor, ref.condition)
-            cand_out = _decoder_outputs(onnx_predictor, cand.condition)
-            all_query = mask_iou((ref_out.mask_logits > 0).numpy(), (cand_out.mask_logits > 0).numpy())
-            results.append(RequestParity(
-                request=label,
-                instances_torch=len(ref.instances),
-                instances_onnxruntime=len(cand.instances),
-                final_mask_iou=[round(v, 6) for v in ious],
-                min_final_mask_iou=min(ious) if ious else 1.0,
-                all_query_mask_iou=all_query,
-                max_abs_mask_logit_error=float((ref_out.mask_logits.float() - cand_out.mask_logits.float()).abs().max()),
-                max_abs_class_logit_error=float((ref_out.class_logits.float() - cand_out.class_logits.float()).abs().max()),
-                nonempty_masks=sum(int(i.mask.any()) for i in ref.instances),
-                notes=notes,
-            ))
+        segmented.append((request, reference, candidate))
+        results.append(_parity_row(torch_predictor, onnx_predictor, reference, candidate, request.task.value))
+    for index, image in enumerate(images[1:], start=1):
+        torch_predictor.set_image(image)
+        onnx_predictor.set_image(image)
+        for request, reference, candidate in segmented:
+            results.append(_parity_row(
+                torch_predictor, onnx_predictor, torch_predictor.decode(reference.condition),
+                onnx_predictor.decode(candidate.condition), f"{request.task.value} tracked frame {index}"))
     return results
+
+
+def _parity_row(torch_predictor, onnx_predictor, reference, candidate, label: str) -> RequestParity:
+    ious = [mask_iou(a.mask, b.mask) for a, b in zip(reference.instances, candidate.instances)]
+    notes = []
+    if len(reference.instances) != len(candidate.instances):
+        notes.append(f"instance count differs: {len(reference.instances)} vs {len(candidate.instances)}")
+        ious.append(0.0)
+    # Every query's binarised mask at mask-feature resolution: a much denser check than the few
+    # selected instances.
+    ref_out = _decoder_outputs(torch_predictor, reference.condition)
+    cand_out = _decoder_outputs(onnx_predictor, candidate.condition)
+    return RequestParity(
+        request=label,
+        instances_torch=len(reference.instances),
+        instances_onnxruntime=len(candidate.instances),
+        final_mask_iou=[round(v, 6) for v in ious],
+        min_final_mask_iou=min(ious) if ious else 1.0,
+        all_query_mask_iou=mask_iou((ref_out.mask_logits > 0).numpy(), (cand_out.mask_logits > 0).numpy()),
+        max_abs_mask_logit_error=float((ref_out.mask_logits.float() - cand_out.mask_logits.float()).abs().max()),
+        max_abs_class_logit_error=float((ref_out.class_logits.float() - cand_out.class_logits.float()).abs().max()),
+        nonempty_masks=sum(int(i.mask.any()) for i in reference.instances),
+        notes=notes,
+    )
