@@ -144,3 +144,12 @@ def test_reduced_precision_llm_with_any_backend(tmp_path, backend):
     assert result.condition.condition_embeds.dtype == torch.bfloat16
     tracked = predictor.decode(result.condition)
     assert tracked.image_size == result.image_size
+
+
+def test_callers_with_their_own_logger_can_take_over_the_line(caplog):
+    model, tokenizer = tiny_model_and_tokenizer()
+    with caplog.at_level(logging.DEBUG, logger="xsam_engine"):
+        _, info = create_predictor(backend="torch", device="cuda", model=model, tokenizer=tokenizer,
+                                   environment=CPU_ONLY, log=False)
+    assert _backend_records(caplog) == []
+    assert info.fallback and "no CUDA device" in info.reason

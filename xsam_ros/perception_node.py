@@ -191,6 +191,7 @@ class PerceptionNode(Node):
                 enable_fp16=self._params["enable_fp16"],
                 enable_int8=self._params["enable_int8"],
                 max_workspace_size=self._params["max_workspace_size"] or None,
+                log=False,  # the node logs the fallback itself (below), once, through its ROS logger
             )
         except Exception as error:  # missing files, wrong format, out of memory: the node keeps running
             self._fail_model(f"could not load the model from {path or 'xsam_engine/default_model'}: "

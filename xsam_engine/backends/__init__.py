@@ -213,6 +213,7 @@ def create_predictor(
     tokenizer=None,
     seed: int = 0,
     environment: Environment | None = None,
+    log: bool = True,
 ):
     """Build an `XSamPredictor` whose image stages run on the chosen backend.
 
@@ -227,6 +228,8 @@ def create_predictor(
             modified except for being moved to `device`/`dtype`.
         seed: the predictor's region-sampler seed.
         environment: override detection (tests).
+        log: emit the one backend log line (a caller with its own logger, e.g. the ROS node, passes
+            False and logs `info.reason` itself, so the fallback is still reported exactly once).
 
     Returns:
         (predictor, BackendInfo)
@@ -295,7 +298,8 @@ def create_predictor(
         f"Backend: asked for backend={backend} device={device}; using {info.backend} on {info.device}"
         + (f" because {info.reason}" if info.reason else "") + "."
     )
-    logger.log(logging.WARNING if info.fallback else logging.INFO, message)
+    if log:
+        logger.log(logging.WARNING if info.fallback else logging.INFO, message)
     return predictor, info
 
 
