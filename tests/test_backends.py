@@ -17,6 +17,7 @@ from xsam_engine.backends import (
     model_fingerprint,
     resolve_backend,
 )
+from xsam_engine.predictor import XSamPredictor
 from xsam_engine.requests import SegmentationRequest, Task
 
 CPU_ONLY = Environment(cuda_available=False, tensorrt_available=False, onnxruntime_providers=("CPUExecutionProvider",))
@@ -153,3 +154,21 @@ def test_callers_with_their_own_logger_can_take_over_the_line(caplog):
                                    environment=CPU_ONLY, log=False)
     assert _backend_records(caplog) == []
     assert info.fallback and "no CUDA device" in info.reason
+
+
+def test_model_loaded_by_the_factory_drops_its_pytorch_encoders(tmp_path):
+    from xsam_engine.checkpoint import save_pretrained
+
+    model, tokenizer = tiny_model_and_tokenizer()
+    directory = save_pretrained(model, tokenizer, tmp_path / "model")
+    predictor, info = create_predictor(directory, backend="onnxruntime", device="cpu", engine_cache_dir=tmp_path / "cache")
+    assert info.backend == "onnxruntime"
+    assert all(p.device.type == "meta" for p in predictor.model.mask_encoder.parameters())
+    assert all(p.device.type == "cpu" for p in predictor.model.language_model.parameters())
+    image = scene_image()
+    predictor.set_image(image)
+    reference = XSamPredictor(model, tokenizer)
+    reference.set_image(image)
+    request = SegmentationRequest(task=Task.REFERRING, text="red cup")
+    got, expected = predictor.segment(request), reference.segment(request)
+    assert [i.box_xyxy for i in got.instances] == [i.box_xyxy for i in expected.instances]

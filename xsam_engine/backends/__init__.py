@@ -292,7 +292,11 @@ def create_predictor(
     info.fallback, info.reason = fallback, "; ".join(reasons)
     if stages is not None and owns_model:
         _release_image_stage_weights(model)
-    model = model.to(device=run_device, dtype=run_dtype)
+        for name, child in model.named_children():
+            if name not in ("mask_encoder", "vision_encoder"):
+                child.to(device=run_device, dtype=run_dtype)
+    else:
+        model = model.to(device=run_device, dtype=run_dtype)
     predictor = XSamPredictor(model, tokenizer, seed=seed, stages=stages)
     message = (
         f"Backend: asked for backend={backend} device={device}; using {info.backend} on {info.device}"
