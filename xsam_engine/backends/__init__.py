@@ -279,6 +279,7 @@ def create_predictor(
                     engine_cache_dir=cache_dir, engine_file_path=engine_file_path,
                     force_engine_update=force_engine_update, enable_fp16=enable_fp16, enable_int8=enable_int8,
                     max_workspace_size=max_workspace_size or DEFAULT_WORKSPACE,
+                    calibration_id=_calibration_id() if enable_int8 else "",
                 )
                 calibrators = _int8_calibrators(model, cache_dir) if enable_int8 else None
                 stages = TensorRTStages(onnx_dir, model.config, options, dtype=run_dtype, calibrator_factories=calibrators)
@@ -307,13 +308,19 @@ def create_predictor(
     return predictor, info
 
 
+def _calibration_id() -> str:
+    from ..tensorrt.calibration import DEFAULT_NUM_SCENES, calibration_id
+
+    return calibration_id(DEFAULT_NUM_SCENES, 0, 640, 480)
+
+
 def _int8_calibrators(model, cache_dir: Path) -> dict:
     """Per graph, a factory for the tabletop-scene entropy calibrator (used only if a build is needed)."""
     from ..tensorrt.calibration import CALIBRATED_GRAPHS, calibration_batches, make_entropy_calibrator
 
     def factory(graph: str):
         return lambda: make_entropy_calibrator(
-            calibration_batches(model, graph), cache_dir / "calibration" / f"{graph}.table", device=0
+            calibration_batches(model, graph), cache_dir / "calibration" / f"{graph}.{_calibration_id()}.table", device=0
         )
 
     return {graph: factory(graph) for graph in CALIBRATED_GRAPHS}

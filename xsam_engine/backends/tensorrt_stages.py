@@ -59,6 +59,10 @@ class TensorRTStages:
     def _load(self, name: str, onnx_path: Path, onnx_hash: str, calibrator_factory) -> TensorRTRunner:
         # A single `engine_file_path` can only hold one graph; per-graph files derive from it.
         options = self.options
+        if options.enable_int8 and calibrator_factory is None:
+            # No calibration data for this graph (the tiny region sampler): keep it FP16 rather
+            # than let TensorRT guess INT8 ranges.
+            options = replace(options, enable_int8=False, calibration_id="")
         if options.engine_file_path and len(self.specs) > 1:
             base = Path(options.engine_file_path)
             options = replace(options, engine_file_path=base.with_name(f"{base.stem}.{name}{base.suffix or '.engine'}"))
