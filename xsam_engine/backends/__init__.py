@@ -281,7 +281,7 @@ def create_predictor(
                     max_workspace_size=max_workspace_size or DEFAULT_WORKSPACE,
                     calibration_id=_calibration_id() if enable_int8 else "",
                 )
-                calibrators = _int8_calibrators(model, cache_dir) if enable_int8 else None
+                calibrators = _int8_calibrators(model, cache_dir / "calibration" / onnx_dir.name) if enable_int8 else None
                 stages = TensorRTStages(onnx_dir, model.config, options, dtype=run_dtype, calibrator_factories=calibrators)
                 info.engine_paths = {k: str(v) for k, v in stages.engine_paths.items()}
                 info.precision = options.precision + " engines"
@@ -314,13 +314,16 @@ def _calibration_id() -> str:
     return calibration_id(DEFAULT_NUM_SCENES, 0, 640, 480)
 
 
-def _int8_calibrators(model, cache_dir: Path) -> dict:
-    """Per graph, a factory for the tabletop-scene entropy calibrator (used only if a build is needed)."""
+def _int8_calibrators(model, table_dir: Path) -> dict:
+    """Per graph, a factory for the tabletop-scene entropy calibrator (used only if a build is needed).
+
+    Tables live under the model's fingerprint: a new model never reuses another model's ranges.
+    """
     from ..tensorrt.calibration import CALIBRATED_GRAPHS, calibration_batches, make_entropy_calibrator
 
     def factory(graph: str):
         return lambda: make_entropy_calibrator(
-            calibration_batches(model, graph), cache_dir / "calibration" / f"{graph}.{_calibration_id()}.table", device=0
+            calibration_batches(model, graph), table_dir / f"{graph}.{_calibration_id()}.table", device=0
         )
 
     return {graph: factory(graph) for graph in CALIBRATED_GRAPHS}
