@@ -182,6 +182,19 @@ class Driver:
     def subscribe_markers(self) -> None:
         self.node.create_subscription(self._marker_type, "markers", self._keep(self.markers), self._reliable)
 
+    def latest_status(self):
+        """The newest /diagnostics status of the perception node in this driver's namespace, or None."""
+        name = f"xsam_ros: {self.namespace}/perception_node"
+        for array in reversed(self.diagnostics):
+            for status in array.status:
+                if status.name == name:
+                    return status
+        return None
+
+    def latest_values(self) -> dict[str, str]:
+        status = self.latest_status()
+        return {pair.key: pair.value for pair in status.values} if status is not None else {}
+
     def wait_for(self, predicate: Callable[[], object], timeout: float) -> object:
         """Wait until predicate() is truthy (checked whenever a message arrives); returns its value or None."""
         deadline = time.monotonic() + timeout
@@ -369,7 +382,8 @@ def warm_up_depth(driver: Driver, frames: Callable[[int], list], timeout: float 
     writer before they are delivered; a command sent after this has a depth image for its frame.
     """
     def depth_flows():
-        return driver.diagnostics and int(diagnostic_values(driver.diagnostics[-1]).get("depth_received", 0)) >= 2
+        values = driver.latest_values()
+        return int(values.get("depth_received", 0)) >= 2 and int(values.get("camera_info_received", 0)) >= 2
 
     assert driver.publish_frames_until(frames, depth_flows, timeout, period=0.1, start=start), \
-        "the node reported no depth images"
+        "the node reported no depth / camera_info messages"

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from node_driver import (
-    Driver, NodeProcess, diagnostic_values, mask_from_msg, module_ros_env, save_tiny_model, scene_frames, stages,
+    Driver, NodeProcess, mask_from_msg, module_ros_env, save_tiny_model, scene_frames, stages,
     stamp_header, wait_for_node_inputs, warm_up_depth,
 )
 
@@ -169,16 +169,16 @@ def test_continuous_command_tracks_without_the_llm_until_cleared(session, scene)
     stamps = [m.header.stamp.sec for m in results]
     assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)  # one result per frame, newest first
     # Diagnostics count LLM passes and tracked frames.
-    values = driver.wait_for(lambda: driver.diagnostics and int(diagnostic_values(driver.diagnostics[-1]).get(
-        "tracked_frames", 0)) >= 2 and diagnostic_values(driver.diagnostics[-1]), 10)
+    values = driver.wait_for(lambda: int(driver.latest_values().get("tracked_frames", 0)) >= 2
+                             and driver.latest_values(), 10)
     assert values and values["tracking"] == "red cup"
     llm_runs = int(values["llm_runs"])
     more = driver.publish_frames_until(
         frames, lambda: len([m for m in driver.instances[start:] if m.request_id == "track"]) >= len(results) + 3,
         ANSWER_TIMEOUT, period=0.2, start=100)
     assert more
-    later = driver.wait_for(lambda: driver.diagnostics and int(diagnostic_values(driver.diagnostics[-1])[
-        "tracked_frames"]) > int(values["tracked_frames"]) and diagnostic_values(driver.diagnostics[-1]), 10)
+    later = driver.wait_for(lambda: int(driver.latest_values().get("tracked_frames", 0)) > int(values["tracked_frames"])
+                            and driver.latest_values(), 10)
     assert later and int(later["llm_runs"]) == llm_runs  # tracking never ran the language model
 
     response = driver.call(Trigger, f"{node.namespace}/perception_node/clear", Trigger.Request())
@@ -243,9 +243,8 @@ def test_runtime_parameters_are_validated(session):
 
 def test_diagnostics_report_rates_latency_and_model(session):
     node, driver = session
-    status_holder = driver.wait_for(lambda: driver.diagnostics and driver.diagnostics[-1].status, 10)
-    assert status_holder
-    status = status_holder[0]
+    status = driver.wait_for(driver.latest_status, 10)
+    assert status is not None
     values = {pair.key: pair.value for pair in status.values}
     assert status.name == f"xsam_ros: {node.namespace}/perception_node"
     for key in ("model", "backend", "device", "input_rate_hz", "processing_rate_hz", "last_error", "llm_runs",

@@ -42,7 +42,7 @@ class NodeStats:
     COUNTERS = (
         "frames_received", "frames_rejected", "frames_processed", "results_published", "errors_published",
         "commands_received", "commands_rejected", "commands_dropped", "commands_expired", "llm_runs",
-        "tracked_frames", "depth_received", "depth_missing", "depth_rejected",
+        "tracked_frames", "depth_received", "camera_info_received", "depth_missing", "depth_rejected",
     )
 
     def __init__(self) -> None:

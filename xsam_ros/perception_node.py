@@ -84,6 +84,10 @@ class FrameContext:
     depth: np.ndarray | None = None
     camera_matrix: np.ndarray | None = None
     depth_checked: bool = False
+    # (stamp_ns, msg) of the depth / camera_info paired when the frame was taken (None: look again
+    # after inference, the depth image may arrive after its colour image).
+    depth_match: tuple | None = None
+    info_match: tuple | None = None
 
 
 class PerceptionNode(Node):
@@ -197,6 +201,7 @@ class PerceptionNode(Node):
             self._fail_model(f"could not load the model from {path or 'xsam_engine/default_model'}: "
                              f"{type(error).__name__}: {error}")
             return
+        self._warm_up(predictor)
         self._predictor = predictor
         self._device, self._backend = info.device, info.backend
         self._backend_summary = info.summary()
@@ -209,6 +214,18 @@ class PerceptionNode(Node):
         self.get_logger().info(
             f"Model ready: {self._model_name} ({parameters_count / 1e6:.1f} M parameters), {info.summary()}, "
             f"loaded in {time.monotonic() - started:.1f} s.")
+
+    def _warm_up(self, predictor) -> None:
+        """One small inference, so that the first real command does not pay for lazy initialisation."""
+        from xsam_engine.requests import SegmentationRequest, Task
+
+        try:
+            predictor.set_image(np.zeros((64, 64, 3), dtype=np.uint8))
+            predictor.segment(SegmentationRequest(Task.REFERRING, text="object"))
+        except Exception as error:  # a warm-up problem will show again, with context, on a real frame
+            self.get_logger().warning(f"Warm-up inference failed: {type(error).__name__}: {error}")
+        finally:
+            predictor.reset_image()
 
     def _fail_model(self, error: str) -> None:
         self._model_error = error
@@ -269,6 +286,7 @@ class PerceptionNode(Node):
                 f"frame_id '{msg.header.frame_id}'.")
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
+        self._stats.count("camera_info_received")
         self._info_buffer.add(conversions.stamp_ns(msg.header), msg)
 
     def _on_command(self, msg: SegmentationCommand) -> None:
@@ -480,6 +498,11 @@ class PerceptionNode(Node):
                 self._publish_error(job, f"model not available: {self._model_error or self._model_state}", header)
             return
         context = FrameContext(header=header, rgb=rgb, seconds=seconds)
+        if self._params["use_depth"]:
+            # Pair now: a slow inference must not let the buffer drop this frame's depth image.
+            stamp, slop_ns = conversions.stamp_ns(header), int(self._params["depth_slop_s"] * 1e9)
+            context.depth_match = self._depth_buffer.find(stamp, slop_ns)
+            context.info_match = self._info_buffer.find(stamp, slop_ns)
         try:
             self._predictor.set_image(rgb)
         except Exception as error:
@@ -560,7 +583,7 @@ class PerceptionNode(Node):
             return
         stamp = conversions.stamp_ns(context.header)
         slop_ns = int(self._params["depth_slop_s"] * 1e9)
-        found = self._depth_buffer.find(stamp, slop_ns)
+        found = context.depth_match or self._depth_buffer.find(stamp, slop_ns)
         if found is None:
             self._stats.count("depth_missing")
             received = self._stats.snapshot()["counters"]["depth_received"]
@@ -571,13 +594,6 @@ class PerceptionNode(Node):
                               "result (set use_depth:=false if there is no depth camera).", period_s=10.0)
             return
         depth_msg = found[1]
-        info = self._info_buffer.find(stamp, slop_ns) or self._info_buffer.latest()
-        if info is None:
-            self._stats.count("depth_missing")
-            self._log_problem("warning", "info-missing", f"Depth arrived but no camera_info on {self._info_sub.topic}; "
-                              "no 3D until it does.", period_s=10.0)
-            return
-        info = info[1]
         try:
             depth = conversions.depth_to_metres(depth_msg, self._params["max_image_pixels"])
             height, width = context.rgb.shape[:2]
@@ -585,20 +601,33 @@ class PerceptionNode(Node):
                 raise GeometryError(
                     f"depth image is {depth.shape[1]}x{depth.shape[0]} but the colour image is {width}x{height}; the depth "
                     "must be registered to the colour image at the same resolution (e.g. aligned_depth_to_color)")
-            matrix, info_width, info_height = conversions.camera_matrix(info)
+        except (ConversionError, GeometryError) as error:
+            self._depth_rejected(error)
+            return
+        info = context.info_match or self._info_buffer.find(stamp, slop_ns) or self._info_buffer.latest()
+        if info is None:
+            self._stats.count("depth_missing")
+            self._log_problem("warning", "info-missing", f"Depth arrived but no camera_info on {self._info_sub.topic}; "
+                              "no 3D until it does.", period_s=10.0)
+            return
+        try:
+            matrix, info_width, info_height = conversions.camera_matrix(info[1])
             if (info_width, info_height) != (0, 0) and (info_width, info_height) != (width, height):
                 raise GeometryError(
                     f"camera_info is for {info_width}x{info_height} images but the images are {width}x{height}")
             check_camera_matrix(matrix)
-        except (ConversionError, GeometryError) as error:
-            self._stats.count("depth_rejected")
-            self._stats.error(f"depth rejected: {error}")
-            self._log_problem("error", f"depth:{str(error)[:60]}", f"Depth not used: {error}; has_3d=false.")
+        except GeometryError as error:
+            self._depth_rejected(error)
             return
         if depth_msg.header.frame_id and context.header.frame_id and depth_msg.header.frame_id != context.header.frame_id:
             self._log_problem("warning", "depth-frame", f"Depth frame_id '{depth_msg.header.frame_id}' differs from the "
                               f"image's '{context.header.frame_id}'; using it as registered to the image.", period_s=60.0)
         context.depth, context.camera_matrix = depth, matrix
+
+    def _depth_rejected(self, error: Exception) -> None:
+        self._stats.count("depth_rejected")
+        self._stats.error(f"depth rejected: {error}")
+        self._log_problem("error", f"depth:{str(error)[:60]}", f"Depth not used: {error}; has_3d=false.")
 
     def _geometries(self, context: FrameContext, instances) -> list:
         if not self._params["use_depth"] or not instances:
@@ -666,7 +695,14 @@ class PerceptionNode(Node):
             return
         if suppressed:
             text += f" ({suppressed} similar message(s) suppressed in the last {period_s:.0f} s)"
-        getattr(self.get_logger(), level)(text)
+        # rclpy ties a severity to each call site, so every level needs its own call.
+        logger = self.get_logger()
+        if level == "error":
+            logger.error(text)
+        elif level == "warning":
+            logger.warning(text)
+        else:
+            logger.info(text)
 
     def _throttled_info(self, key: str, period_s: float, text: str) -> None:
         allowed, suppressed = self._throttle.allow(key, period_s)

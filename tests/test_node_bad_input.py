@@ -1,0 +1,224 @@
+"""Bad input never kills the node: every item gets a clear answer and log line, and a good command still works.
+
+One node (tiny random model) takes: unknown encodings, 0x0 / too large images, data sizes that
+do not match width x height x channels, depth of the wrong size, NaN depth, empty and
+10,000-character commands, malformed SegmentationCommands, clicks outside the image, and a
+command flood. A second node is started with a model directory that has no weights. Commands
+before any image and commands that never see one are covered in test_node_plumbing.py.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from node_driver import (
+    Driver, NodeProcess, camera_info_msg, depth_msg, image_msg, module_ros_env, save_tiny_model, scene_frames,
+    stamp_header, wait_for_node_inputs, warm_up_depth,
+)
+
+rclpy = pytest.importorskip("rclpy")
+
+from geometry_msgs.msg import Point  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
+from std_msgs.msg import String  # noqa: E402
+from xsam_ros.msg import SegmentationCommand  # noqa: E402
+
+from xsam_engine.tabletop.scenes import generate_scene  # noqa: E402
+
+TIMEOUT = 60.0
+MAX_PIXELS = 1_000_000
+
+
+@pytest.fixture(scope="module")
+def scene():
+    return generate_scene(14, 640, 480)
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("node_bad_input")
+    model_dir = save_tiny_model(workdir / "tiny_model")
+    empty_model_dir = workdir / "model_without_weights"
+    empty_model_dir.mkdir()
+    env, domain_id, namespace = module_ros_env("bad")
+    node = NodeProcess(env, namespace, workdir, {
+        "model_path": str(model_dir), "max_image_pixels": MAX_PIXELS, "max_pending_commands": 4,
+    })
+    broken = NodeProcess(env, namespace + "_nomodel", workdir, {"model_path": str(empty_model_dir)})
+    driver = Driver(domain_id, namespace)
+    broken_driver = Driver(domain_id, namespace + "_nomodel")
+    try:
+        assert node.wait_for_log("Model ready", 90), node.log()
+        wait_for_node_inputs(driver, [driver.image_pub, driver.depth_pub, driver.info_pub, driver.command_pub,
+                                      driver.text_pub, driver.mouse_pub])
+        yield node, driver, broken, broken_driver
+    finally:
+        driver.close()
+        broken_driver.close()
+        codes = node.stop(), broken.stop()
+    assert codes == (0, 0), (codes, node.log()[-2000:], broken.log()[-2000:])
+    assert "Traceback" not in node.log(), node.log()
+
+
+def _command_with_frames(driver, request_id, frames, text="red cup", timeout=TIMEOUT):
+    start = len(driver.instances)
+    driver.command_pub.publish(SegmentationCommand(request_id=request_id, text=text))
+    return driver.publish_frames_until(frames, lambda: driver.result_for(request_id=request_id, after=start), timeout)
+
+
+def _bad_frames(make_msg):
+    def frames(index):
+        return [(None, make_msg(stamp_header(7000 + index)))]
+    return frames
+
+
+def _publisher_frames(driver, make_msg):
+    return lambda index: [(driver.image_pub, make_msg(stamp_header(7000 + index)))]
+
+
+@pytest.mark.parametrize("case, make, reason", [
+    ("encoding", lambda h: Image(header=h, height=4, width=4, encoding="yuv422", step=8, data=bytes(32)),
+     "unsupported image encoding 'yuv422'"),
+    ("empty", lambda h: Image(header=h, height=0, width=0, encoding="rgb8", step=0, data=b""),
+     "width and height must be positive"),
+    ("too-large", lambda h: image_msg(np.zeros((1024, 1280, 3), np.uint8), h),
+     f"1280x1024 = 1310720 pixels, more than max_image_pixels={MAX_PIXELS}"),
+    ("claims-huge", lambda h: Image(header=h, height=100_000, width=100_000, encoding="rgb8", step=300_000, data=b""),
+     "more than max_image_pixels"),
+    ("short-data", lambda h: Image(header=h, height=48, width=64, encoding="rgb8", step=192, data=bytes(64 * 48 * 3 - 1)),
+     "data has 9215 bytes, expected step x height = 9216"),
+    ("mono-as-rgb", lambda h: Image(header=h, height=48, width=64, encoding="rgb8", step=192, data=bytes(64 * 48)),
+     "data has 3072 bytes"),
+])
+def test_bad_images_are_answered_with_an_error(session, case, make, reason):
+    node, driver, _, _ = session
+    result = _command_with_frames(driver, f"bad-image-{case}", _publisher_frames(driver, make))
+    assert result is not None, node.log()[-3000:]
+    assert not result.success and result.error.startswith("image rejected: ") and reason in result.error
+    assert result.header.frame_id == "camera_color_optical_frame" and result.header.stamp.sec >= 7000
+    assert node.wait_for_log(f"Rejected an image on {node.namespace}/image: ", 5)
+    assert reason[:40] in node.log()
+    assert node.alive()
+
+
+def test_depth_of_the_wrong_size_and_nan_depth_give_no_3d(session, scene):
+    node, driver, _, _ = session
+    small = np.full((240, 320), 0.8, np.float32)
+
+    def wrong_size(index):
+        header = stamp_header(7500 + index)
+        return [(driver.info_pub, camera_info_msg(scene.camera, header)), (driver.depth_pub, depth_msg(small, header)),
+                (driver.image_pub, image_msg(scene.image, header))]
+
+    result = _command_with_frames(driver, "depth-size", wrong_size)
+    assert result is not None and result.success, node.log()[-3000:]
+    assert all(not instance.has_3d for instance in result.instances)
+    assert node.wait_for_log("depth image is 320x240 but the colour image is 640x480", 10)
+
+    nan_depth = np.full(scene.depth.shape, np.nan, np.float32)
+    frames = scene_frames(driver, scene, 7600, depth_array=nan_depth)
+    warm_up_depth(driver, frames)
+    result = _command_with_frames(driver, "depth-nan", frames)
+    assert result is not None and result.success, result and result.error
+    assert all(not instance.has_3d for instance in result.instances)
+
+
+@pytest.mark.parametrize("fields, reason", [
+    ({"text": ""}, "the command is empty"),
+    ({"text": "x" * 10_000}, "command text has 10000 characters; the limit is 1000"),
+    ({"task": 42, "text": "cup"}, "unknown task 42"),
+    ({"task": SegmentationCommand.TASK_INTERACTIVE, "points": [Point(x=1.0, y=1.0)], "point_labels": [1, 0]},
+     "give one label per point"),
+    ({"task": SegmentationCommand.TASK_INSTANCE, "vocabulary": ["cup", "cup"]}, "duplicate"),
+    ({"text": "cup", "score_threshold": 7.0}, "score_threshold 7.0 is out of range"),
+])
+def test_bad_commands_are_answered_at_once(session, fields, reason):
+    node, driver, _, _ = session
+    start = len(driver.instances)
+    request_id = f"bad-command-{len(driver.instances)}"
+    driver.command_pub.publish(SegmentationCommand(request_id=request_id, **fields))
+    result = driver.wait_for(lambda: driver.result_for(request_id=request_id, after=start), 15)
+    assert result is not None and not result.success
+    assert result.error.startswith("invalid command: ") and reason in result.error
+    assert len(result.prompt) <= 1000
+    assert node.wait_for_log("Rejected a command message", 5)
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("", "The command is empty"),
+    ("   ", "The command is empty"),
+    ("y" * 10_000, "10000 characters"),
+])
+def test_bad_text_commands(session, text, reason):
+    node, driver, _, _ = session
+    start = len(driver.instances)
+    driver.text_pub.publish(String(data=text))
+    result = driver.wait_for(lambda: driver.result_for(after=start, predicate=lambda m: reason in m.error), 15)
+    assert result is not None and not result.success and result.error.startswith("invalid command: ")
+    assert node.wait_for_log("Rejected a command_text message", 5)
+
+
+def test_clicks_outside_the_image_or_not_finite(session, scene):
+    node, driver, _, _ = session
+    start = len(driver.instances)
+    driver.mouse_pub.publish(Point(x=float("nan"), y=3.0))
+    result = driver.wait_for(lambda: driver.result_for(request_id="click", after=start), 15)
+    assert result is not None and not result.success and "not a finite pixel position" in result.error
+    start = len(driver.instances)
+    driver.mouse_pub.publish(Point(x=5000.0, y=-40.0))
+    frames = scene_frames(driver, scene, 7800, depth_encoding=None)
+    result = driver.publish_frames_until(frames, lambda: driver.result_for(request_id="click", after=start), TIMEOUT)
+    assert result is not None and not result.success
+    assert "covers no pixel of the 640x480 image" in result.error and result.header.stamp.sec >= 7800
+
+
+def test_command_flood_keeps_the_newest(session, scene):
+    """40 commands at once with max_pending_commands=4: the oldest are dropped with an error, the newest run.
+
+    (Commands may also be lost before they reach the node: the command topic is keep-last 10.)
+    """
+    node, driver, _, _ = session
+    start = len(driver.instances)
+    for index in range(40):
+        driver.command_pub.publish(SegmentationCommand(request_id=f"flood-{index}", text="red cup"))
+    dropped = driver.wait_for(lambda: driver.result_for(
+        after=start, predicate=lambda m: m.request_id.startswith("flood-") and "dropped" in m.error), 20)
+    assert dropped is not None and not dropped.success and "max_pending_commands=4" in dropped.error
+    frames = scene_frames(driver, scene, 7900, depth_encoding=None)
+    newest = driver.publish_frames_until(frames, lambda: driver.result_for(request_id="flood-39", after=start), TIMEOUT)
+    assert newest is not None and newest.success, node.log()[-2000:]
+    flood = [m for m in driver.instances[start:] if m.request_id.startswith("flood-")]
+    assert all(m.success or "dropped" in m.error for m in flood)
+    assert len({m.request_id for m in flood if not m.success}) >= 1
+    assert node.wait_for_log("Command queue full (4 waiting for an image)", 5)
+
+
+def test_the_node_still_answers_a_good_command(session, scene):
+    node, driver, _, _ = session
+    frames = scene_frames(driver, scene, 8000, depth_encoding="32FC1")
+    warm_up_depth(driver, frames)
+    result = _command_with_frames(driver, "good-after-bad", frames, text="grasp the red cup")
+    assert result is not None and result.success and result.error == ""
+    assert result.header.stamp.sec >= 8000 and (result.image_width, result.image_height) == (640, 480)
+    assert any(instance.has_3d for instance in result.instances)
+    assert node.alive()
+    values = driver.wait_for(driver.latest_values, 5)
+    assert int(values["frames_rejected"]) >= 6 and int(values["commands_rejected"]) >= 9
+    assert int(values["commands_dropped"]) >= 1
+
+
+def test_missing_model_starts_logs_and_answers_with_errors(session, scene):
+    _, _, broken, driver = session
+    assert broken.wait_for_log("could not load the model from", 60), broken.log()
+    log = broken.log()
+    assert "model.safetensors is missing" in log and "The node keeps running" in log
+    wait_for_node_inputs(driver, [driver.image_pub, driver.command_pub])
+    driver.command_pub.publish(SegmentationCommand(request_id="no-model", text="grasp the red cup"))
+    frames = scene_frames(driver, scene, 9000, depth_encoding=None)
+    result = driver.publish_frames_until(frames, lambda: driver.result_for(request_id="no-model"), TIMEOUT)
+    assert result is not None and not result.success
+    assert result.error.startswith("model not available: could not load the model") and "model.safetensors" in result.error
+    status = driver.wait_for(driver.latest_status, 10)  # /diagnostics is shared: the status of this namespace
+    assert status is not None and status.level == b"\x02" and "model not available" in status.message
+    assert broken.alive()
