@@ -121,7 +121,7 @@ class NodeProcess:
 class Driver:
     """An rclpy node in the test process that talks to the perception node."""
 
-    def __init__(self, domain_id: int, namespace: str, image_reliable: bool = True) -> None:
+    def __init__(self, domain_id: int, namespace: str, image_reliable: bool = True, sensors: bool = True) -> None:
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
         from geometry_msgs.msg import Point, PointStamped
@@ -142,9 +142,10 @@ class Driver:
         image_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=2,
                                reliability=ReliabilityPolicy.RELIABLE if image_reliable else ReliabilityPolicy.BEST_EFFORT)
         node = self.node
-        self.image_pub = node.create_publisher(Image, "image", image_qos)
-        self.depth_pub = node.create_publisher(Image, "depth", image_qos)
-        self.info_pub = node.create_publisher(CameraInfo, "camera_info", reliable)
+        if sensors:  # without: another process is the camera
+            self.image_pub = node.create_publisher(Image, "image", image_qos)
+            self.depth_pub = node.create_publisher(Image, "depth", image_qos)
+            self.info_pub = node.create_publisher(CameraInfo, "camera_info", reliable)
         self.command_pub = node.create_publisher(SegmentationCommand, "command", reliable)
         self.text_pub = node.create_publisher(String, "command_text", reliable)
         self.mouse_pub = node.create_publisher(Point, "image_mouse_left", reliable)
