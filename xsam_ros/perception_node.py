@@ -150,6 +150,7 @@ class PerceptionNode(Node):
         self.create_service(Trigger, "~/clear", self._on_clear)
 
         self.create_timer(self._params["qos_check_period_s"], self._check_qos)
+        self.create_timer(0.05, self._check_qos_if_requested)
         self.create_timer(self._params["diagnostics_period_s"], self._publish_diagnostics)
         self.create_timer(0.5, self._watch_images)
 
@@ -399,6 +400,11 @@ class PerceptionNode(Node):
             change = subscription.check()
             if change:
                 self.get_logger().info(change)
+
+    def _check_qos_if_requested(self) -> None:
+        """A publisher with incompatible QoS appeared: re-match now instead of at the next period."""
+        if any(subscription.recheck_requested for subscription in self._sensor_subs):
+            self._check_qos()
 
     def _watch_images(self) -> None:
         limit = self._params["no_image_warning_s"]

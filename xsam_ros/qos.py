@@ -14,6 +14,11 @@ from collections.abc import Callable, Iterable
 
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
+try:  # Iron and later
+    from rclpy.event_handler import SubscriptionEventCallbacks
+except ImportError:  # Humble
+    from rclpy.qos_event import SubscriptionEventCallbacks
+
 RELIABILITY_NAMES = {
     ReliabilityPolicy.RELIABLE: "reliable",
     ReliabilityPolicy.BEST_EFFORT: "best_effort",
@@ -78,7 +83,8 @@ class AdaptiveSubscription:
     """A subscription whose reliability is matched to the topic's publishers (see module docstring).
 
     Call ``check()`` periodically (the node does it from a timer); it returns a log line when the
-    subscription was recreated, else None.
+    subscription was recreated, else None. A publisher with incompatible QoS sets
+    ``recheck_requested`` (instead of rmw's generic warning), so the node can re-match at once.
     """
 
     def __init__(self, node, msg_type, topic: str, callback: Callable, depth: int, setting: str,
@@ -91,6 +97,7 @@ class AdaptiveSubscription:
         self.setting = setting
         self._callback_group = callback_group
         self._subscription = None
+        self.recheck_requested = False
         self.reliability = choose_reliability(setting, self.publisher_reliabilities())
         self._create()
 
@@ -102,9 +109,15 @@ class AdaptiveSubscription:
             self._node.destroy_subscription(self._subscription)
         self._subscription = self._node.create_subscription(
             self._msg_type, self.topic, self._callback, sensor_qos(self.reliability, self._depth),
-            callback_group=self._callback_group)
+            callback_group=self._callback_group,
+            event_callbacks=SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_qos))
+
+    def _on_incompatible_qos(self, _event) -> None:
+        if self.setting == "auto":
+            self.recheck_requested = True
 
     def check(self) -> str | None:
+        self.recheck_requested = False
         publishers = self.publisher_reliabilities()
         wanted = choose_reliability(self.setting, publishers, self.reliability)
         if wanted == self.reliability:
