@@ -82,6 +82,11 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         "to cpu with one warning.",
         choices=("auto", "cpu", "cuda"), read_only=True),
     ParameterSpec(
+        "cpu_threads", INT, 0,
+        "PyTorch threads for CPU inference; 0 = half the CPU cores (at least 1). More threads than "
+        "free cores slows inference down many times over when other processes are busy.",
+        minimum=0, maximum=256, read_only=True),
+    ParameterSpec(
         "backend", STRING, "auto",
         "Runtime of the image stages: auto = tensorrt with CUDA when installed, else onnxruntime with "
         "its CUDA provider, else torch. A backend that cannot run here falls back "

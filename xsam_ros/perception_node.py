@@ -177,7 +177,13 @@ class PerceptionNode(Node):
             f"(device {self._params['device']}, backend {self._params['backend']}), loading in the background.")
 
     def _load_model(self) -> None:
+        import os
+
+        import torch
+
         started = time.monotonic()
+        threads = self._params["cpu_threads"] or max(1, (os.cpu_count() or 2) // 2)
+        torch.set_num_threads(threads)
         path = self._params["model_path"] or None
         if path is not None and not Path(path).expanduser().is_dir():
             self._fail_model(f"model_path {path!r} is not a directory (expected model.safetensors, config.json "
@@ -214,7 +220,7 @@ class PerceptionNode(Node):
         parameters_count = sum(p.numel() for p in predictor.model.parameters() if p.device.type != "meta")
         self.get_logger().info(
             f"Model ready: {self._model_name} ({parameters_count / 1e6:.1f} M parameters), {info.summary()}, "
-            f"loaded in {time.monotonic() - started:.1f} s.")
+            f"{threads} CPU thread(s), loaded in {time.monotonic() - started:.1f} s.")
 
     def _warm_up(self, predictor) -> None:
         """One small inference, so that the first real command does not pay for lazy initialisation."""
