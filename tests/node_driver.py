@@ -382,9 +382,14 @@ def warm_up_depth(driver: Driver, frames: Callable[[int], list], timeout: float 
     Right after (re)connecting, the first large reliable samples can be overwritten in a keep-last
     writer before they are delivered; a command sent after this has a depth image for its frame.
     """
-    def depth_flows():
+    before = driver.latest_values()
+    depth_before = int(before.get("depth_received", 0))
+    info_before = int(before.get("camera_info_received", 0))
+
+    def depth_flows():  # counters are cumulative and /diagnostics comes once a second: compare
         values = driver.latest_values()
-        return int(values.get("depth_received", 0)) >= 2 and int(values.get("camera_info_received", 0)) >= 2
+        return (int(values.get("depth_received", 0)) >= depth_before + 3
+                and int(values.get("camera_info_received", 0)) >= info_before + 3)
 
     assert driver.publish_frames_until(frames, depth_flows, timeout, period=0.1, start=start), \
         "the node reported no depth / camera_info messages"

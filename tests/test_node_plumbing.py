@@ -47,7 +47,7 @@ def session(tmp_path_factory):
     model_dir = save_tiny_model(workdir / "tiny_model")
     env, domain_id, namespace = module_ros_env("plumbing")
     node = NodeProcess(env, namespace, workdir, {
-        "model_path": str(model_dir), "command_timeout_s": 3.0, "no_image_warning_s": 1.0,
+        "model_path": str(model_dir), "command_timeout_s": 3.0, "depth_wait_s": 0.5, "no_image_warning_s": 1.0,
         "publish_label_image": True, "max_instances": 5,
     })
     driver = Driver(domain_id, namespace)

@@ -139,6 +139,12 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         "0 = exact stamps only.",
         minimum=0.0, maximum=1.0),
     ParameterSpec(
+        "depth_wait_s", FLOAT, 0.1,
+        "While a depth stream is active (a depth image arrived in the last 2 s), how long the worker "
+        "waits after inference for the depth image of the frame if it has not arrived yet (s); "
+        "0 = never wait. Callbacks never wait.",
+        minimum=0.0, maximum=1.0),
+    ParameterSpec(
         "min_depth_m", FLOAT, 0.05,
         "Depth values below this are treated as invalid (m).",
         minimum=0.0, maximum=100.0),

@@ -20,6 +20,7 @@ newest image received, or the command's own header when no image has arrived yet
 from __future__ import annotations
 
 import dataclasses
+import logging
 import sys
 import threading
 import time
@@ -53,6 +54,27 @@ from .worker import Batch, InferenceWorker, Job, TrackedCommand
 NODE_NAME = "perception_node"
 DEPTH_BUFFER = 10
 TRACKING_WORDS = ("track ", "follow ", "keep tracking ")
+
+
+class EngineLogHandler(logging.Handler):
+    """Forwards the engine's Python log records (logger "xsam_engine") to the node's ROS logger."""
+
+    def __init__(self, logger) -> None:
+        super().__init__(level=logging.INFO)
+        self._logger = logger
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = f"[{record.name}] {record.getMessage()}"
+        except Exception:  # a malformed record must not break inference
+            return
+        # rclpy ties a severity to each call site, so every level needs its own call.
+        if record.levelno >= logging.ERROR:
+            self._logger.error(text)
+        elif record.levelno >= logging.WARNING:
+            self._logger.warning(text)
+        else:
+            self._logger.info(text)
 
 
 class LogThrottle:
@@ -103,6 +125,11 @@ class PerceptionNode(Node):
             self.destroy_node()
             raise
         self.add_on_set_parameters_callback(self._on_set_parameters)
+        engine_logger = logging.getLogger("xsam_engine")
+        engine_logger.setLevel(logging.INFO)
+        engine_logger.propagate = False
+        self._engine_log_handler = EngineLogHandler(self.get_logger())
+        engine_logger.addHandler(self._engine_log_handler)
         self._stats = diagnostics.NodeStats()
         self._enabled = True
         self._predictor = None
@@ -136,6 +163,8 @@ class PerceptionNode(Node):
             self._image_sub = AdaptiveSubscription(self, Image, self._image_topic, self._on_image, 1, setting)
         self._sensor_subs = [self._image_sub]
         self._depth_buffer: StampBuffer = StampBuffer(DEPTH_BUFFER)
+        self._depth_arrived = threading.Condition()
+        self._last_depth_time: float | None = None
         self._info_buffer: StampBuffer = StampBuffer(DEPTH_BUFFER)
         if self._params["use_depth"]:
             self._depth_sub = AdaptiveSubscription(self, Image, "depth", self._on_depth, 5, setting)
@@ -286,6 +315,9 @@ class PerceptionNode(Node):
     def _on_depth(self, msg: Image) -> None:
         self._stats.count("depth_received")
         self._depth_buffer.add(conversions.stamp_ns(msg.header), msg)
+        with self._depth_arrived:
+            self._last_depth_time = time.monotonic()
+            self._depth_arrived.notify_all()
         if not self._first_depth_logged:
             self._first_depth_logged = True
             self.get_logger().info(
@@ -595,7 +627,7 @@ class PerceptionNode(Node):
             return
         stamp = conversions.stamp_ns(context.header)
         slop_ns = int(self._params["depth_slop_s"] * 1e9)
-        found = context.depth_match or self._depth_buffer.find(stamp, slop_ns)
+        found = context.depth_match or self._wait_for_depth(stamp, slop_ns)
         if found is None:
             self._stats.count("depth_missing")
             received = self._stats.snapshot()["counters"]["depth_received"]
@@ -635,6 +667,23 @@ class PerceptionNode(Node):
             self._log_problem("warning", "depth-frame", f"Depth frame_id '{depth_msg.header.frame_id}' differs from the "
                               f"image's '{context.header.frame_id}'; using it as registered to the image.", period_s=60.0)
         context.depth, context.camera_matrix = depth, matrix
+
+    def _wait_for_depth(self, stamp: int, slop_ns: int):
+        """The depth image paired with `stamp`; waits up to depth_wait_s (worker thread only) while a
+        depth stream is active, since a depth image may arrive after its colour image."""
+        found = self._depth_buffer.find(stamp, slop_ns)
+        if found is not None or self._params["depth_wait_s"] <= 0:
+            return found
+        deadline = time.monotonic() + self._params["depth_wait_s"]
+        with self._depth_arrived:
+            while found is None:
+                remaining = deadline - time.monotonic()
+                stream_active = self._last_depth_time is not None and time.monotonic() - self._last_depth_time < 2.0
+                if remaining <= 0 or not stream_active:
+                    break
+                self._depth_arrived.wait(remaining)
+                found = self._depth_buffer.find(stamp, slop_ns)
+        return found
 
     def _depth_rejected(self, error: Exception) -> None:
         self._stats.count("depth_rejected")
@@ -727,6 +776,7 @@ class PerceptionNode(Node):
         """Stop the worker thread (waits up to 5 s for the current inference)."""
         if not self._worker.stop(5.0):
             self.get_logger().warning("The inference thread did not stop within 5 s; exiting anyway.")
+        logging.getLogger("xsam_engine").removeHandler(self._engine_log_handler)
 
 
 def main(args: list[str] | None = None) -> int:
