@@ -4,7 +4,8 @@ A publisher process (tests/node_image_publisher.py) plays the camera. With a rel
 publisher the node's subscription stays reliable; with a best-effort publisher (which uses the
 shipped Fast DDS profile config/fastdds_large_images.xml, as the README tells camera drivers
 to) the node switches its subscription to best-effort within qos_check_period_s, logs it,
-receives the frames and answers a command on them.
+receives the frames and answers a command on them. A second node with compressed_input
+reads JPEG frames from <image>/compressed.
 """
 
 from __future__ import annotations
@@ -30,15 +31,19 @@ def session(tmp_path_factory):
     model_dir = save_tiny_model(workdir / "tiny_model")
     env, domain_id, namespace = module_ros_env("transport")
     node = NodeProcess(env, namespace, workdir, {"model_path": str(model_dir), "use_depth": False})
+    jpeg_node = NodeProcess(env, namespace + "_jpeg", workdir, {
+        "model_path": str(model_dir), "use_depth": False, "compressed_input": True})
     driver = Driver(domain_id, namespace, sensors=False)
+    jpeg_driver = Driver(domain_id, namespace + "_jpeg", sensors=False)
     try:
         assert node.wait_for_log("Model ready", 90), node.log()
         assert driver.wait_for_subscriber(driver.command_pub)
-        yield node, driver, env, workdir
+        yield node, driver, env, workdir, jpeg_node, jpeg_driver
     finally:
         driver.close()
-        code = node.stop()
-    assert code == 0, node.log()[-3000:]
+        jpeg_driver.close()
+        codes = node.stop(), jpeg_node.stop()
+    assert codes == (0, 0), node.log()[-3000:] + jpeg_node.log()[-3000:]
 
 
 def _start_camera(env, workdir, namespace, reliability, first_sec, profile):
@@ -66,7 +71,7 @@ def _stop_camera(process, out):
     ("best_effort", True, 12000),
 ])
 def test_frames_reach_the_node_and_get_answered(session, reliability, profile, first_sec):
-    node, driver, env, workdir = session
+    node, driver, env, workdir, _, _ = session
     process, out = _start_camera(env, workdir, node.namespace, reliability, first_sec, profile)
     try:
         if reliability == "best_effort":
@@ -91,3 +96,30 @@ def test_frames_reach_the_node_and_get_answered(session, reliability, profile, f
         published = _stop_camera(process, out)
     received = int(driver.latest_values()["frames_received"]) - received_before
     assert published > 0 and received >= 0.5 * (published - 5), (received, published, node.log()[-2000:])
+
+
+def test_compressed_input_reads_jpeg_from_image_compressed(session):
+    import cv2
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import CompressedImage
+
+    from node_driver import stamp_header
+    from xsam_engine.tabletop.scenes import generate_scene
+
+    _, _, _, _, node, driver = session
+    assert node.wait_for_log("Model ready", 90), node.log()
+    assert f"images on {node.namespace}/image/compressed [CompressedImage" in node.log()
+    publisher = driver.node.create_publisher(CompressedImage, "image/compressed",
+                                             QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
+    assert driver.wait_for_subscriber(publisher) and driver.wait_for_subscriber(driver.command_pub)
+    ok, jpeg = cv2.imencode(".jpg", generate_scene(13, 640, 480).image[..., ::-1])
+    assert ok
+    driver.command_pub.publish(SegmentationCommand(request_id="jpeg", text="grasp the red cup"))
+
+    def frames(index):
+        return [(publisher, CompressedImage(header=stamp_header(13000 + index), format="jpeg", data=jpeg.tobytes()))]
+
+    result = driver.publish_frames_until(frames, lambda: driver.result_for(request_id="jpeg"), TIMEOUT)
+    assert result is not None and result.success, node.log()[-3000:]
+    assert (result.image_width, result.image_height) == (640, 480) and result.header.stamp.sec >= 13000
+    assert "First image on" in node.log() and "jpeg" in node.log()
