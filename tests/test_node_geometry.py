@@ -131,3 +131,20 @@ def test_tabletop_scenes_with_holes_match_ground_truth_within_3_mm():
             error = np.linalg.norm(result.centroid - scene.centroid_3d(item.instance_id))
             # Holes drop random surface points; the remaining mean moves by about a millimetre.
             assert error < 3e-3, f"seed {seed} {item.name}: centroid off by {error * 1000:.1f} mm"
+
+
+@pytest.mark.parametrize("seed, name", [(13, "red cup"), (14, "white cup"), (5, "green bottle")])
+def test_mask_bleeding_onto_the_table_is_rejected(seed, name):
+    """A predicted mask 3 px too large includes table pixels behind the object; they are dropped."""
+    import cv2
+
+    scene = generate_scene(seed, 640, 480)
+    (item,) = [o for o in scene.objects if o.name == name]
+    truth = scene.centroid_3d(item.instance_id)
+    bled = cv2.dilate(scene.mask(item.instance_id).astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
+    with_check = np.linalg.norm(object_geometry(bled, scene.depth, scene.camera.matrix).centroid - truth)
+    without = np.linalg.norm(object_geometry(bled, scene.depth, scene.camera.matrix, edge_px=0).centroid - truth)
+    assert with_check < 0.01 and with_check < 0.5 * without, (with_check, without)
+    # A perfect mask loses (almost) nothing to the rim check.
+    exact = object_geometry(scene.mask(item.instance_id), scene.depth, scene.camera.matrix)
+    assert np.linalg.norm(exact.centroid - truth) < 2e-3

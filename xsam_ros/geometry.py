@@ -21,6 +21,13 @@ import numpy as np
 MAD_SCALE = 3.0
 SIZE_FACTOR = 1.0
 MIN_BAND_M = 0.05
+# Segmentation masks bleed onto the background at their border. Pixels within the mask's rim
+# (EDGE_FRACTION of the image's larger side, at least MIN_EDGE_PX) that lie behind the median
+# depth by more than max(MAD_SCALE * 1.4826 * MAD, MIN_BEHIND_M) are treated as background.
+# Interior pixels are kept (a cup's inner floor is as deep as the table around it).
+EDGE_FRACTION = 1.0 / 200.0
+MIN_EDGE_PX = 2
+MIN_BEHIND_M = 0.02
 MIN_VALID_PIXELS = 10
 EXTENT_PERCENTILES = (5.0, 95.0)
 
@@ -85,6 +92,17 @@ def inlier_depths(z: np.ndarray, lateral_size_m: float = 0.0) -> np.ndarray:
     return np.abs(z - median) <= band
 
 
+def edge_pixels(mask: np.ndarray, width_px: int) -> np.ndarray:
+    """(h, w) bool: mask pixels within ``width_px`` of the mask's border (outside the crop counts as border)."""
+    import cv2
+
+    if width_px <= 0:
+        return np.zeros(mask.shape, dtype=bool)
+    kernel = np.ones((2 * width_px + 1, 2 * width_px + 1), np.uint8)
+    inner = cv2.erode(mask.astype(np.uint8), kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0).astype(bool)
+    return mask & ~inner
+
+
 def object_geometry(
     mask: np.ndarray,
     depth: np.ndarray,
@@ -93,20 +111,26 @@ def object_geometry(
     max_depth_m: float = 10.0,
     min_points: int = MIN_VALID_PIXELS,
     roi: tuple[int, int, int, int] | None = None,
+    edge_px: int | None = None,
 ) -> ObjectGeometry | None:
     """Robust centroid and extent of the visible surface under ``mask``.
 
-    Mask pixels without valid depth (0, NaN, inf, outside the depth range) are skipped; depth
-    outliers (flying pixels at edges, background seen through holes) are rejected on z before
-    back-projection with a band around the median (median + MAD, widened to the object's lateral
-    size so that every layer of a deep object stays); the centroid is the mean of the remaining
-    points, so on clean depth it equals the mean of the mask's visible surface.
+    Mask pixels without valid depth (0, NaN, inf, outside the depth range) are skipped. Depth
+    outliers are rejected on z before back-projection, in two steps:
+    1. far outliers (background seen through holes, flying pixels): outside a band around the
+       median (median + MAD, widened to the object's lateral size so that every layer of a deep
+       object stays);
+    2. mask bleed: pixels on the mask's rim (``edge_px`` wide; default 1/200 of the depth
+       image's larger side, at least 2) that lie clearly behind the median depth.
+    The centroid is the mean of the remaining points: with a perfect mask and clean depth it is
+    (nearly) the mean of the object's visible surface.
 
     Args:
         mask: (H, W) bool, the image's pixel grid; or, with ``roi``, the (h, w) crop of it.
         depth: (H, W) metres, registered to the image.
         k: camera matrix of that pixel grid.
         roi: (x, y, w, h) when ``mask`` is a crop at that offset.
+        edge_px: width of the rim checked for mask bleed (None = automatic, 0 = off).
 
     Returns None when fewer than ``min_points`` pixels have valid depth. Raises GeometryError
     when the sizes do not match or K is unusable.
@@ -129,19 +153,28 @@ def object_geometry(
                 f"{depth.shape[1]}x{depth.shape[0]} depth image")
         depth = depth[y0:y0 + height, x0:x0 + width]
     matrix = check_camera_matrix(k)
+    if edge_px is None:
+        edge_px = max(MIN_EDGE_PX, int(round(max(depth.shape) * EDGE_FRACTION)))
+    edges = edge_pixels(mask, edge_px)
     rows, cols = np.nonzero(mask)
     z = depth[rows, cols].astype(np.float64)
+    on_edge = edges[rows, cols]
     good = valid_depth(z, min_depth_m, max_depth_m)
     num_valid = int(good.sum())
     if num_valid < min_points:
         return None
-    rows, cols, z = rows[good], cols[good], z[good]
+    rows, cols, z, on_edge = rows[good], cols[good], z[good], on_edge[good]
     # Lateral size (m) of the mask's box at the median depth.
     diagonal_px = float(np.hypot(cols.max() - cols.min() + 1, rows.max() - rows.min() + 1))
     lateral_size_m = diagonal_px * float(np.median(z)) / max(matrix[0, 0], matrix[1, 1])
     keep = inlier_depths(z, lateral_size_m)
     if int(keep.sum()) < min_points:
         return None
+    median = np.median(z[keep])
+    spread = MAD_SCALE * 1.4826 * np.median(np.abs(z[keep] - median))
+    bleed = on_edge & (z - median > max(spread, MIN_BEHIND_M))
+    if int((keep & ~bleed).sum()) >= min_points:
+        keep &= ~bleed
     points = back_project(cols[keep] + x0, rows[keep] + y0, z[keep], matrix)
     low, high = np.percentile(points, EXTENT_PERCENTILES, axis=0)
     return ObjectGeometry(
