@@ -243,11 +243,12 @@ def main() -> None:
     parser.add_argument("--part", choices=["all", "overhead", "e2e"], default="all")
     parser.add_argument("--repeats", type=int, default=50)
     parser.add_argument("--frames", type=int, default=10, help="tracked frames per image size (end to end)")
+    parser.add_argument("--model-dir", default=None, help="trained model to measure too (default: xsam_engine/default_model)")
     parser.add_argument("--output", default=str(RESULTS / "ros_node.json"))
     args = parser.parse_args()
     report: dict = {
         "benchmark": "xsam_ros ROS overhead per frame and node end-to-end latency (real rclpy, Fast DDS, localhost)",
-        "command": f"python bench/ros_node.py --part {args.part}",
+        "command": f"python bench/ros_node.py --part {args.part}" + (f" --model-dir {args.model_dir}" if args.model_dir else ""),
         "machine": machine_info(),
     }
     if args.part in ("all", "overhead"):
@@ -259,8 +260,9 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="xsam_node_bench_") as workdir:
             workdir = Path(workdir)
             models = [("tiny (random weights)", save_tiny_model(workdir / "tiny"))]
-            if DEFAULT_MODEL_WEIGHTS.is_file():
-                models.append(("tabletop default model", DEFAULT_MODEL_WEIGHTS.parent))
+            trained = Path(args.model_dir) if args.model_dir else DEFAULT_MODEL_WEIGHTS.parent
+            if (trained / "model.safetensors").is_file():
+                models.append(("tabletop trained model", trained))
             for label, directory in models:
                 report["end_to_end"].append(measure_end_to_end(directory, label.split()[0], args.frames, workdir))
                 report["end_to_end"][-1]["model"] = label
