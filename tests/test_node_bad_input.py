@@ -199,6 +199,17 @@ def test_command_flood_keeps_the_newest(session, scene):
     assert node.wait_for_log("Command queue full (4 waiting for an image)", 5)
 
 
+def test_zero_stamp_and_missing_frame_id_are_warned_about(session, scene):
+    node, driver, _, _ = session
+    from std_msgs.msg import Header
+
+    message = image_msg(scene.image, Header())  # stamp 0, frame_id ""
+    result = _command_with_frames(driver, "zero-stamp", lambda index: [(driver.image_pub, message)])
+    assert result is not None and result.success
+    assert (result.header.stamp.sec, result.header.stamp.nanosec, result.header.frame_id) == (0, 0, "")
+    assert node.wait_for_log("have a zero stamp: every output copies the image header", 5)
+
+
 def test_the_node_still_answers_a_good_command(session, scene):
     node, driver, _, _ = session
     frames = scene_frames(driver, scene, 8000, depth_encoding="32FC1")
