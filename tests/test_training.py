@@ -12,7 +12,7 @@ from xsam_engine.training.trainer import TrainingConfig, train
 
 def _config(tmp_path, name: str) -> TrainingConfig:
     return TrainingConfig(
-        output_dir=str(tmp_path / name), steps=4, batch_size=2, warmup_steps=1, checkpoint_every=100,
+        output_dir=str(tmp_path / name), steps=4, batch_size=2, tasks_per_scene=2, warmup_steps=1, checkpoint_every=100,
         num_workers=0, threads=1, image_size=64, loss_size=32, architecture="tiny",
     )
 

@@ -182,6 +182,8 @@ def load_official(
         dtype: defaults to the checkpoint's dtype as stored (bf16 for the release).
     """
     config = config or XSamConfig.released()
+    if not Path(tokenizer_path).is_dir():
+        raise FileNotFoundError(f"No tokenizer directory at {tokenizer_path} (expected the Phi-3-mini-4k-instruct tokenizer files).")
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_path), padding_side="right")
     add_xsam_tokens(tokenizer)
     if len(tokenizer) != config.language.vocab_size:

@@ -26,25 +26,23 @@ from ..visual_prompts import rasterise_prompt
 
 # How often each task is drawn. Referring, interactive and generic carry the shipped targets.
 DEFAULT_TASK_WEIGHTS: dict[Task, float] = {
-    Task.REFERRING: 0.26,
-    Task.REASONING: 0.08,
-    Task.SEMANTIC: 0.05,
+    Task.REFERRING: 0.25,
+    Task.REASONING: 0.07,
+    Task.SEMANTIC: 0.04,
     Task.INSTANCE: 0.08,
-    Task.PANOPTIC: 0.10,
+    Task.PANOPTIC: 0.12,
     Task.OPEN_VOCABULARY: 0.07,
-    Task.INTERACTIVE: 0.20,
+    Task.INTERACTIVE: 0.22,
     Task.VGD: 0.08,
-    Task.GCG: 0.08,
+    Task.GCG: 0.07,
 }
 
 
 @dataclass
 class TrainingExample:
-    """One model input with its targets.
+    """One question about a scene, with its targets (the scene's pixels are in `TrainingScene`).
 
     Attributes:
-        sam_pixels: (3, S, S) SAM input.
-        siglip_pixels: (3, s, s) SigLIP input.
         input_ids: prompt + answer ids with -200 / -300 placeholders.
         answer_length: number of trailing ids that are the answer (LM loss targets).
         prompt_masks: per visual prompt, (S, S) bool on the padded SAM input.
@@ -54,8 +52,6 @@ class TrainingExample:
         task: the task, for logging.
     """
 
-    sam_pixels: torch.Tensor
-    siglip_pixels: torch.Tensor
     input_ids: list[int]
     answer_length: int
     prompt_masks: list[torch.Tensor]
@@ -63,6 +59,19 @@ class TrainingExample:
     target_masks: torch.Tensor
     num_conditions: int
     task: Task
+
+
+@dataclass
+class TrainingScene:
+    """One rendered scene: its encoder inputs and several questions about it.
+
+    The expensive image stages run once per scene and serve every question (X-SAM's tasks share
+    the image features), which gives several supervised samples per encoder pass.
+    """
+
+    sam_pixels: torch.Tensor  # (3, S, S)
+    siglip_pixels: torch.Tensor  # (3, s, s)
+    examples: list[TrainingExample]
 
 
 def targets_on_square(masks: Sequence[np.ndarray], scaled_size: tuple[int, int], input_size: int, loss_size: int) -> torch.Tensor:
@@ -78,35 +87,54 @@ def targets_on_square(masks: Sequence[np.ndarray], scaled_size: tuple[int, int],
 
 def build_example(
     sample: TaskSample,
-    image: np.ndarray,
+    image_size: tuple[int, int],
+    scaled_size: tuple[int, int],
     processor: XSamImageProcessor,
     tokenizer: PreTrainedTokenizerBase,
     loss_size: int,
     add_bos: bool = False,
 ) -> TrainingExample:
     """Turn a task sample into model inputs and targets (teacher forcing: answer + `<|end|>`)."""
-    sam = processor.sam_inputs(image)
     prompt_ids = encode_with_placeholders(tokenizer, chat_prompt(sample.question), add_bos=add_bos)
     answer_ids = tokenizer.encode(sample.answer + ANSWER_SUFFIX, add_special_tokens=False)
-    height, width = image.shape[:2]
+    height, width = image_size
     prompt_masks = [
-        processor.prompt_mask(rasterise_prompt(region, height, width), sam.scaled_size) for region in sample.request.regions
+        processor.prompt_mask(rasterise_prompt(region, height, width), scaled_size) for region in sample.request.regions
     ]
     return TrainingExample(
-        sam_pixels=sam.pixel_values[0],
-        siglip_pixels=processor.siglip_inputs(image)[0],
         input_ids=prompt_ids + answer_ids,
         answer_length=len(answer_ids),
         prompt_masks=prompt_masks,
         target_labels=torch.tensor(sample.target_labels, dtype=torch.long),
-        target_masks=targets_on_square(sample.target_masks, sam.scaled_size, processor.sam_size, loss_size),
+        target_masks=targets_on_square(sample.target_masks, scaled_size, processor.sam_size, loss_size),
         num_conditions=sample.question.count("<p>") + sample.answer.count("<p>"),
         task=sample.task,
     )
 
 
+def build_scene(
+    samples: Sequence[TaskSample],
+    image: np.ndarray,
+    processor: XSamImageProcessor,
+    tokenizer: PreTrainedTokenizerBase,
+    loss_size: int,
+    add_bos: bool = False,
+) -> TrainingScene:
+    """Encoder inputs of `image` and one `TrainingExample` per sample about it."""
+    sam = processor.sam_inputs(image)
+    return TrainingScene(
+        sam_pixels=sam.pixel_values[0],
+        siglip_pixels=processor.siglip_inputs(image)[0],
+        examples=[
+            build_example(sample, image.shape[:2], sam.scaled_size, processor, tokenizer, loss_size, add_bos)
+            for sample in samples
+        ],
+    )
+
+
 class TabletopTaskDataset(Dataset):
-    """Index -> `TrainingExample` from a freshly generated scene (deterministic per index)."""
+    """Index -> `TrainingScene` with `tasks_per_scene` different tasks about one freshly
+    generated scene (deterministic per index)."""
 
     def __init__(
         self,
@@ -118,6 +146,7 @@ class TabletopTaskDataset(Dataset):
         loss_size: int = 128,
         task_weights: dict[Task, float] | None = None,
         add_bos: bool = False,
+        tasks_per_scene: int = 1,
     ) -> None:
         self.processor = processor
         self.tokenizer = tokenizer
@@ -130,25 +159,32 @@ class TabletopTaskDataset(Dataset):
         total = sum(weights.values())
         self.probabilities = np.array([weights[task] / total for task in self.tasks])
         self.add_bos = add_bos
+        self.tasks_per_scene = tasks_per_scene
 
     def __len__(self) -> int:
         return self.length
 
-    def __getitem__(self, index: int) -> TrainingExample:
+    def __getitem__(self, index: int) -> TrainingScene:
         seed = self.base_seed + index
         rng = np.random.default_rng(seed)
         scene = generate_scene(seed, width=self.image_size, height=self.image_size)
-        task = self.tasks[rng.choice(len(self.tasks), p=self.probabilities)]
-        sample = sample_task(scene, task, rng)
-        if sample is None:  # e.g. no unambiguous expression in this scene: fall back to instance
-            sample = sample_task(scene, Task.INSTANCE, rng)
-        return build_example(sample, scene.image, self.processor, self.tokenizer, self.loss_size, self.add_bos)
+        chosen = rng.choice(len(self.tasks), size=self.tasks_per_scene, replace=False, p=self.probabilities)
+        samples = []
+        for task_index in chosen:
+            sample = sample_task(scene, self.tasks[task_index], rng)
+            if sample is None:  # e.g. no unambiguous expression in this scene: fall back to instance
+                sample = sample_task(scene, Task.INSTANCE, rng)
+            samples.append(sample)
+        return build_scene(samples, scene.image, self.processor, self.tokenizer, self.loss_size, self.add_bos)
 
 
-def collate(examples: list[TrainingExample]) -> dict:
-    """Stack the image tensors; keep the variable-length parts as lists."""
+def collate(scenes: list[TrainingScene]) -> dict:
+    """Stack the scenes' pixels; flatten their examples, each with the index of its scene."""
+    examples = [example for scene in scenes for example in scene.examples]
+    image_index = [index for index, scene in enumerate(scenes) for _ in scene.examples]
     return {
-        "sam_pixels": torch.stack([e.sam_pixels for e in examples]),
-        "siglip_pixels": torch.stack([e.siglip_pixels for e in examples]),
+        "sam_pixels": torch.stack([scene.sam_pixels for scene in scenes]),
+        "siglip_pixels": torch.stack([scene.siglip_pixels for scene in scenes]),
         "examples": examples,
+        "image_index": image_index,
     }

@@ -62,33 +62,43 @@ def set_criterion(
 ) -> dict[str, torch.Tensor]:
     """Losses for one decoder stage over a batch.
 
+    Matching compares masks at the prediction's own resolution (targets are area-pooled to it);
+    the losses then upsample only the matched masks to `loss_size`. Indexing is batched (one
+    gather per tensor) because per-image slicing makes autograd allocate a full-size zero
+    gradient for every slice.
+
     Args:
         class_logits: (B, Q, C_max + 1), the last column the background.
         mask_logits: (B, Q, h, w).
         targets: per image (labels (T,), masks (T, loss_size, loss_size) float).
-        loss_size: side at which masks are compared (predictions are resized to it).
+        loss_size: side at which masks are compared in the loss.
     """
     batch, num_queries, num_columns = class_logits.shape
     background = num_columns - 1
-    resized = F.interpolate(mask_logits, size=(loss_size, loss_size), mode="bilinear", align_corners=False)
+    size = mask_logits.shape[-1]
+    detached_classes = class_logits.detach()
+    detached_masks = mask_logits.detach().flatten(2)
     class_targets = torch.full((batch, num_queries), background, dtype=torch.long, device=class_logits.device)
-    matched_logits, matched_masks = [], []
+    batch_index, query_index, matched_targets = [], [], []
     for b, (labels, masks) in enumerate(targets):
         if labels.numel() == 0:
             continue
-        flat_logits = resized[b].flatten(1)
-        flat_masks = masks.flatten(1)
-        rows, cols = hungarian_match(class_logits[b], flat_logits, labels, flat_masks, weights)
-        class_targets[b, rows] = labels[cols]
-        matched_logits.append(flat_logits[rows])
-        matched_masks.append(flat_masks[cols])
+        coarse = F.adaptive_avg_pool2d(masks[None], size)[0].flatten(1) if masks.shape[-1] != size else masks.flatten(1)
+        rows, cols = hungarian_match(detached_classes[b], detached_masks[b], labels, coarse, weights)
+        rows_t = torch.as_tensor(rows, device=class_logits.device)
+        class_targets[b, rows_t] = labels[cols]
+        batch_index.append(torch.full_like(rows_t, b))
+        query_index.append(rows_t)
+        matched_targets.append(masks[cols])
     class_weights = torch.ones(num_columns, device=class_logits.device)
     class_weights[background] = weights.no_object_weight
     # Padded conditions carry -1e9 logits; they are never targets, so cross-entropy ignores them.
     loss_class = F.cross_entropy(class_logits.float().transpose(1, 2), class_targets, weight=class_weights)
-    if matched_logits:
-        logits = torch.cat(matched_logits).float()
-        masks = torch.cat(matched_masks).float()
+    if batch_index:
+        selected = mask_logits[torch.cat(batch_index), torch.cat(query_index)]  # (N, h, w), one gather
+        logits = F.interpolate(selected[:, None].float(), size=(loss_size, loss_size), mode="bilinear", align_corners=False)
+        logits = logits.flatten(1)
+        masks = torch.cat(matched_targets).flatten(1).float()
         loss_mask = F.binary_cross_entropy_with_logits(logits, masks)
         loss_dice = dice_loss(logits, masks)
     else:

@@ -32,12 +32,13 @@ class TrainingConfig:
     """Hyper-parameters of one training run (all of them end up in the model's metadata)."""
 
     output_dir: str = "runs/tabletop"
-    steps: int = 2400
-    batch_size: int = 8
-    learning_rate: float = 4e-4
+    steps: int = 2200
+    batch_size: int = 4  # scenes per step
+    tasks_per_scene: int = 3  # questions per scene (they share the scene's image features)
+    learning_rate: float = 6e-4
     min_learning_rate: float = 2e-5
     weight_decay: float = 0.05
-    warmup_steps: int = 100
+    warmup_steps: int = 150
     gradient_clip: float = 1.0
     seed: int = 0
     checkpoint_every: int = 200
@@ -100,7 +101,7 @@ def train(config: TrainingConfig, export_dir: str | Path | None = None) -> Path 
     processor = XSamImageProcessor(model.config.vision, model.config.mask_encoder)
     dataset = TabletopTaskDataset(
         processor, tokenizer, length=config.steps * config.batch_size, base_seed=config.seed * 10_000_000,
-        image_size=config.image_size, loss_size=config.loss_size,
+        image_size=config.image_size, loss_size=config.loss_size, tasks_per_scene=config.tasks_per_scene,
     )
     loader = DataLoader(
         dataset,
