@@ -71,7 +71,7 @@ def requests_for(image_size: tuple[int, int]):
     ]
 
 
-def run_config(name: str, llm_layers: int, workdir: Path) -> dict:
+def run_config(name: str, llm_layers: int, workdir: Path, onnx_dir: Path | None = None) -> dict:
     import torch
 
     from xsam_engine.backends import OnnxRuntimeStages
@@ -86,21 +86,31 @@ def run_config(name: str, llm_layers: int, workdir: Path) -> dict:
     model = XSamModel(config).eval()
     parameters = {part: sum(p.numel() for p in getattr(model, part).parameters())
                   for part in ("mask_encoder", "vision_encoder", "seg_decoder", "language_model")}
-    onnx_dir = workdir / name
     start = time.perf_counter()
-    export_onnx(model, onnx_dir)
+    if onnx_dir is None:
+        onnx_dir = workdir / name
+        export_onnx(model, onnx_dir)
+    else:  # an earlier export of the same configuration and seed (bit-identical weights)
+        from xsam_engine.export import read_manifest
+
+        if read_manifest(onnx_dir)["config"]["mask_encoder"] != json.loads(json.dumps(config.to_dict()))["mask_encoder"]:
+            raise ValueError(f"{onnx_dir} was exported from another configuration.")
     export_seconds = time.perf_counter() - start
     print(f"[{name}] exported in {export_seconds:.0f} s, peak RSS {peak_rss_gb():.1f} GB", flush=True)
-    frames = 2 if name == "released" else 3  # each extra frame costs ~1 min per backend at full size
+    full_size = name == "released"
+    frames = 1 if full_size else 3  # each frame costs minutes per backend at full size on 2 cores
     images = [generate_scene(seed, width=640, height=480).image for seed in (11, 12, 13)][:frames]
     graphs = compare_graphs(model, onnx_dir, images[0])
     for graph in graphs:
         print(f"[{name}] {graph.graph:15s} max abs error {max(graph.max_abs_error.values()):.2e}  "
               f"TensorRT problems: {graph.tensorrt_problems or 'none'}", flush=True)
     torch_predictor = XSamPredictor(model, tokenizer)
-    onnx_predictor = XSamPredictor(model, tokenizer, stages=OnnxRuntimeStages(onnx_dir, config))
+    onnx_predictor = XSamPredictor(model, tokenizer, stages=OnnxRuntimeStages(onnx_dir, config, low_memory=full_size))
     start = time.perf_counter()
-    requests = compare_predictors(torch_predictor, onnx_predictor, images, requests_for(images[0].shape[:2]))
+    chosen = requests_for(images[0].shape[:2])
+    if full_size:
+        chosen = [chosen[0], chosen[1], chosen[3]]  # referring, instance, interactive
+    requests = compare_predictors(torch_predictor, onnx_predictor, images, chosen)
     for row in requests:
         print(f"[{name}] {row.request:32s} final IoU min {row.min_final_mask_iou:.4f} "
               f"(n={row.instances_torch}/{row.instances_onnxruntime}) all-query IoU {row.all_query_mask_iou:.5f}", flush=True)
@@ -124,6 +134,7 @@ def main() -> None:
     parser.add_argument("--configs", nargs="+", default=["tiny", "released"])
     parser.add_argument("--llm-layers", type=int, default=2)
     parser.add_argument("--workdir", default=None, help="where the ONNX files go (default: a temporary directory)")
+    parser.add_argument("--onnx-dir", default=None, help="reuse <dir>/<config> exported earlier (same seed)")
     parser.add_argument("--output", default=str(RESULTS / "onnx_parity.json"))
     args = parser.parse_args()
     import onnx
@@ -135,10 +146,12 @@ def main() -> None:
     results = []
     with tempfile.TemporaryDirectory(prefix="xsam_onnx_", dir=args.workdir) as workdir:
         for name in args.configs:
-            results.append(run_config(name, args.llm_layers, Path(workdir)))
+            existing = Path(args.onnx_dir) / name if args.onnx_dir and (Path(args.onnx_dir) / name).is_dir() else None
+            results.append(run_config(name, args.llm_layers, Path(workdir), existing))
     report = {
         "benchmark": "ONNX export parity: onnx.checker + ONNX Runtime (CPU EP) vs PyTorch, float32, random weights",
-        "command": "python bench/onnx_parity.py --configs " + " ".join(args.configs),
+        "command": "python bench/onnx_parity.py --configs " + " ".join(args.configs)
+        + (f" --onnx-dir {args.onnx_dir}" if args.onnx_dir else ""),
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": torch.get_num_threads(),
                     "python": platform.python_version(), "torch": torch.__version__, "onnx": onnx.__version__,
                     "onnxruntime": onnxruntime.__version__},

@@ -42,7 +42,11 @@ class OnnxRuntimeStages:
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
         num_threads: int | None = None,
+        low_memory: bool = False,
     ) -> None:
+        """`low_memory`: no CPU memory arena and no weight pre-packing (ONNX Runtime otherwise keeps a
+        second, re-laid-out copy of every MatMul weight: ~2x the graph size for SAM ViT-L / SigLIP2)."""
+        self.low_memory = low_memory
         self.onnx_dir = Path(onnx_dir)
         self.config = config
         self.device = torch.device(device)
@@ -68,6 +72,9 @@ class OnnxRuntimeStages:
             options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
             options.intra_op_num_threads = self.num_threads or torch.get_num_threads()
             options.log_severity_level = 3
+            if self.low_memory:
+                options.enable_cpu_mem_arena = False
+                options.add_session_config_entry("session.disable_prepacking", "1")
             self._sessions[name] = onnxruntime.InferenceSession(
                 str(self.onnx_dir / f"{name}.onnx"), sess_options=options, providers=self.providers
             )

@@ -117,6 +117,8 @@ def compare_graphs(
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
         options.log_severity_level = 3
+        options.enable_cpu_mem_arena = False  # one graph at a time next to the PyTorch model: keep RAM low
+        options.add_session_config_entry("session.disable_prepacking", "1")
         session = onnxruntime.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
         wanted = {i.name for i in session.get_inputs()}
         start = time.perf_counter()
