@@ -286,9 +286,10 @@ class XSamConfig:
     def tabletop(cls, vocab_size: int = 512) -> XSamConfig:
         """The architecture of the shipped tabletop demo model (trained on generated scenes).
 
-        Sized to train on a 2-core CPU within an hour: the SAM ViT runs on 16x16 patches of a
-        256² image, and four connector levels (scales 4/2/1/0.5, as Mask2Former's four backbone
-        levels) give the pixel decoder a 64² FPN level (stride 4) and three small deformable levels.
+        Sized to train on a 2-core CPU within an hour: the SAM ViT runs on 8x8 patches of a 256²
+        image (32² tokens, windowed attention); four connector levels (scales 2/1/0.5/0.25, as
+        Mask2Former's four backbone levels) give the pixel decoder a 64² FPN level (stride 4) and
+        three small deformable levels (32², 16², 8²); the LLM sees 16² SAM tokens.
         """
         return cls(
             vision=XSamVisionConfig(
@@ -296,9 +297,9 @@ class XSamConfig:
                 image_size=128, patch_size=16,
             ),
             mask_encoder=XSamMaskEncoderConfig(
-                hidden_size=160, num_hidden_layers=6, num_attention_heads=5, mlp_dim=320, image_size=256,
-                patch_size=16, window_size=8, global_attn_indexes=(2, 5), projector_downsample_ratio=1.0,
-                connector_select_layers=(3, 4, 5, 6), connector_scale_factors=(4.0, 2.0, 1.0, 0.5),
+                hidden_size=128, num_hidden_layers=6, num_attention_heads=4, mlp_dim=256, image_size=256,
+                patch_size=8, window_size=8, global_attn_indexes=(2, 5), projector_downsample_ratio=0.5,
+                connector_select_layers=(3, 4, 5, 6), connector_scale_factors=(2.0, 1.0, 0.5, 0.25),
                 connector_hidden_dim=64,
             ),
             language=XSamLanguageConfig(

@@ -12,12 +12,16 @@ from torch.nn import functional as F
 
 @dataclass(frozen=True)
 class CriterionWeights:
-    """Mask2Former's defaults: class 2, mask BCE 5, dice 5; background class weight 0.1."""
+    """Mask2Former's defaults: class 2, mask BCE 5, dice 5; background class weight 0.1.
+
+    `selection_weight` weighs our addition, the query-selection loss (see `set_criterion`).
+    """
 
     class_weight: float = 2.0
     mask_weight: float = 5.0
     dice_weight: float = 5.0
     no_object_weight: float = 0.1
+    selection_weight: float = 2.0
 
 
 def dice_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -63,7 +67,13 @@ def set_criterion(
     """Losses for one decoder stage over a batch.
 
     Matching compares masks at the prediction's own resolution (targets are area-pooled to it);
-    the losses then upsample only the matched masks to `loss_size`. Indexing is batched (one
+    the losses then upsample only the matched masks to `loss_size`.
+
+    Besides Mask2Former's losses, a query-selection loss: for every condition with exactly one
+    target (referring, reasoning, interactive, GCG phrases, unique classes), cross-entropy over
+    the queries of that condition's logit, with the matched query as the answer. Inference picks
+    that condition's mask as the argmax over queries, and the per-query background softmax alone
+    (whose false positives weigh only `no_object_weight`) trains this ranking slowly. Indexing is batched (one
     gather per tensor) because per-image slicing makes autograd allocate a full-size zero
     gradient for every slice.
 
@@ -80,6 +90,7 @@ def set_criterion(
     detached_masks = mask_logits.detach().flatten(2)
     class_targets = torch.full((batch, num_queries), background, dtype=torch.long, device=class_logits.device)
     batch_index, query_index, matched_targets = [], [], []
+    select_batch, select_condition, select_query = [], [], []
     for b, (labels, masks) in enumerate(targets):
         if labels.numel() == 0:
             continue
@@ -90,6 +101,13 @@ def set_criterion(
         batch_index.append(torch.full_like(rows_t, b))
         query_index.append(rows_t)
         matched_targets.append(masks[cols])
+        counts = torch.bincount(labels)
+        for row, col in zip(rows.tolist(), cols.tolist()):
+            label = int(labels[col])
+            if counts[label] == 1:
+                select_batch.append(b)
+                select_condition.append(label)
+                select_query.append(row)
     class_weights = torch.ones(num_columns, device=class_logits.device)
     class_weights[background] = weights.no_object_weight
     # Padded conditions carry -1e9 logits; they are never targets, so cross-entropy ignores them.
@@ -103,8 +121,16 @@ def set_criterion(
         loss_dice = dice_loss(logits, masks)
     else:
         loss_mask = loss_dice = mask_logits.sum() * 0.0
-    return {
+    losses = {
         "class": weights.class_weight * loss_class,
         "mask": weights.mask_weight * loss_mask,
         "dice": weights.dice_weight * loss_dice,
     }
+    if select_batch:
+        device = class_logits.device
+        # (N, Q): the logit of each single-target condition for every query of its image
+        per_query = class_logits[torch.tensor(select_batch, device=device), :, torch.tensor(select_condition, device=device)]
+        losses["select"] = weights.selection_weight * F.cross_entropy(
+            per_query.float(), torch.tensor(select_query, device=device)
+        )
+    return losses

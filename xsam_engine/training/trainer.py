@@ -32,13 +32,13 @@ class TrainingConfig:
     """Hyper-parameters of one training run (all of them end up in the model's metadata)."""
 
     output_dir: str = "runs/tabletop"
-    steps: int = 2200
+    steps: int = 1600
     batch_size: int = 4  # scenes per step
     tasks_per_scene: int = 3  # questions per scene (they share the scene's image features)
     learning_rate: float = 6e-4
     min_learning_rate: float = 2e-5
     weight_decay: float = 0.05
-    warmup_steps: int = 150
+    warmup_steps: int = 120
     gradient_clip: float = 1.0
     seed: int = 0
     checkpoint_every: int = 200
@@ -129,7 +129,7 @@ def train(config: TrainingConfig, export_dir: str | Path | None = None) -> Path 
         for name, value in losses.items():
             value = float(value.detach())
             running[name] = 0.98 * running.get(name, value) + 0.02 * value
-        progress.set_postfix({k: f"{running[k]:.3f}" for k in ("total", "lm", "class", "mask", "dice")})
+        progress.set_postfix({k: f"{running[k]:.3f}" for k in ("total", "lm", "class", "select", "mask", "dice") if k in running})
         stopping = config.stop_after > 0 and step - start_step >= config.stop_after
         if step % config.checkpoint_every == 0 or step == config.steps or stopping:
             _save_checkpoint(checkpoint_path, model, optimizer, scheduler, step, time.perf_counter() - started)
