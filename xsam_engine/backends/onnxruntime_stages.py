@@ -10,8 +10,7 @@ import torch
 
 from ..configuration_xsam import XSamConfig
 from ..export.graphs import GraphSpec, graph_specs
-from ..modeling_outputs import MaskEncoderOutput, PixelDecoderOutput, SegDecoderOutput
-from .common import AcceleratedMaskEncoderOutput, sample_region_points, token_map_from_sam_tokens
+from .common import ExportedGraphStages
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +26,7 @@ def available_providers() -> list[str]:
     return list(onnxruntime.get_available_providers())
 
 
-class OnnxRuntimeStages:
+class OnnxRuntimeStages(ExportedGraphStages):
     """The five exported graphs run by ONNX Runtime sessions, created on first use.
 
     Inputs arrive as torch tensors (any dtype/device) and outputs leave as torch tensors in
@@ -85,7 +84,7 @@ class OnnxRuntimeStages:
         for name in names or tuple(self.specs):
             self.session(name)
 
-    def run(self, name: str, **inputs: torch.Tensor) -> list[torch.Tensor]:
+    def run_graph(self, name: str, **inputs: torch.Tensor) -> list[torch.Tensor]:
         """Run one graph on named torch inputs; outputs in the spec's order, as `dtype` on `device`."""
         spec = self.specs[name]
         session = self.session(name)
@@ -108,46 +107,3 @@ class OnnxRuntimeStages:
         outputs = binding.get_outputs()
         return [torch.from_dlpack(o.to_dlpack()).to(self.dtype) if hasattr(o, "to_dlpack")
                 else torch.from_numpy(o.numpy()).to(self.device, self.dtype) for o in outputs]
-
-    # -- ImageStages -----------------------------------------------------------------------------
-
-    def encode_mask_image(self, pixel_values: torch.Tensor) -> MaskEncoderOutput:
-        sam_tokens, *pyramid = self.run("mask_encoder", pixel_values=pixel_values)
-        return AcceleratedMaskEncoderOutput(projector_input=None, multi_scale_features=tuple(pyramid), sam_tokens=sam_tokens)
-
-    def encode_pixels(self, mask_output: MaskEncoderOutput) -> PixelDecoderOutput:
-        names = self.specs["pixel_decoder"].input_names
-        mask_features, *levels = self.run("pixel_decoder", **dict(zip(names, mask_output.multi_scale_features)))
-        return PixelDecoderOutput(mask_features=mask_features, multi_scale_features=tuple(levels))
-
-    def encode_vision(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.run("vision_encoder", pixel_values=pixel_values)[0]
-
-    def sam_tokens(self, mask_output: MaskEncoderOutput) -> torch.Tensor:
-        tokens = getattr(mask_output, "sam_tokens", None)
-        if tokens is None:
-            raise ValueError("This mask-encoder output has no SAM tokens; it was not produced by an exported encoder.")
-        return tokens
-
-    def decode(
-        self, pixel_features: PixelDecoderOutput, condition_embeds: torch.Tensor, seg_embeds: torch.Tensor
-    ) -> SegDecoderOutput:
-        levels = pixel_features.multi_scale_features
-        class_logits, mask_logits = self.run(
-            "mask_decoder",
-            mask_features=pixel_features.mask_features,
-            level_0=levels[0], level_1=levels[1], level_2=levels[2],
-            condition_embeds=condition_embeds, seg_embeds=seg_embeds,
-        )
-        return SegDecoderOutput(class_logits=class_logits, mask_logits=mask_logits)
-
-    def encode_regions(
-        self, sam_tokens: torch.Tensor, prompt_masks: list[torch.Tensor], generator: torch.Generator | None = None
-    ) -> torch.Tensor:
-        """Same contract as `XSamModel.encode_regions`: (N, H) tokens + (S, S) masks -> (R, H)."""
-        token_map = token_map_from_sam_tokens(sam_tokens)
-        tokens = []
-        for mask in prompt_masks:
-            points = sample_region_points(mask, self.config.sampler_num_points, generator)
-            tokens.append(self.run("region_encoder", token_map=token_map, points=points[None])[0][0])
-        return torch.stack(tokens).to(sam_tokens.dtype)

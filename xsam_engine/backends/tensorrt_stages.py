@@ -11,15 +11,14 @@ import torch
 from ..configuration_xsam import XSamConfig
 from ..export.graphs import GRAPH_NAMES, graph_specs
 from ..export.onnx_export import read_manifest
-from ..modeling_outputs import MaskEncoderOutput, PixelDecoderOutput, SegDecoderOutput
 from ..tensorrt.builder import EngineOptions, GpuInfo, detect_gpu, get_engine
 from ..tensorrt.runner import EngineLoadError, TensorRTRunner
-from .common import AcceleratedMaskEncoderOutput, sample_region_points, token_map_from_sam_tokens
+from .common import ExportedGraphStages
 
 logger = logging.getLogger(__name__)
 
 
-class TensorRTStages:
+class TensorRTStages(ExportedGraphStages):
     """One engine per graph; engines are built or loaded at construction (the node's start-up).
 
     Args:
@@ -83,46 +82,6 @@ class TensorRTStages:
             return runner
         raise AssertionError("unreachable")
 
-    def _run(self, name: str, **inputs: torch.Tensor) -> list[torch.Tensor]:
+    def run_graph(self, name: str, **inputs: torch.Tensor) -> list[torch.Tensor]:
         outputs = self.runners[name](**inputs)
         return [outputs[n].to(self.dtype) for n in self.specs[name].output_names]
-
-    def encode_mask_image(self, pixel_values: torch.Tensor) -> MaskEncoderOutput:
-        sam_tokens, *pyramid = self._run("mask_encoder", pixel_values=pixel_values)
-        return AcceleratedMaskEncoderOutput(projector_input=None, multi_scale_features=tuple(pyramid), sam_tokens=sam_tokens)
-
-    def encode_pixels(self, mask_output: MaskEncoderOutput) -> PixelDecoderOutput:
-        names = self.specs["pixel_decoder"].input_names
-        mask_features, *levels = self._run("pixel_decoder", **dict(zip(names, mask_output.multi_scale_features)))
-        return PixelDecoderOutput(mask_features=mask_features, multi_scale_features=tuple(levels))
-
-    def encode_vision(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self._run("vision_encoder", pixel_values=pixel_values)[0]
-
-    def sam_tokens(self, mask_output: MaskEncoderOutput) -> torch.Tensor:
-        tokens = getattr(mask_output, "sam_tokens", None)
-        if tokens is None:
-            raise ValueError("This mask-encoder output has no SAM tokens; it was not produced by an exported encoder.")
-        return tokens
-
-    def decode(
-        self, pixel_features: PixelDecoderOutput, condition_embeds: torch.Tensor, seg_embeds: torch.Tensor
-    ) -> SegDecoderOutput:
-        levels = pixel_features.multi_scale_features
-        class_logits, mask_logits = self._run(
-            "mask_decoder",
-            mask_features=pixel_features.mask_features,
-            level_0=levels[0], level_1=levels[1], level_2=levels[2],
-            condition_embeds=condition_embeds, seg_embeds=seg_embeds,
-        )
-        return SegDecoderOutput(class_logits=class_logits, mask_logits=mask_logits)
-
-    def encode_regions(
-        self, sam_tokens: torch.Tensor, prompt_masks: list[torch.Tensor], generator: torch.Generator | None = None
-    ) -> torch.Tensor:
-        token_map = token_map_from_sam_tokens(sam_tokens)
-        tokens = []
-        for mask in prompt_masks:
-            points = sample_region_points(mask, self.config.sampler_num_points, generator)
-            tokens.append(self._run("region_encoder", token_map=token_map, points=points[None])[0][0])
-        return torch.stack(tokens).to(sam_tokens.dtype)
