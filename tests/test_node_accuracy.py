@@ -42,11 +42,13 @@ from xsam_engine.tabletop.scenes import generate_scene  # noqa: E402
 from xsam_engine.tabletop.sequences import generate_sequence  # noqa: E402
 
 WIDTH, HEIGHT = 640, 480
-# Scene 20 with a red cup placed first: red cup, green plate, purple bowl, blue box, orange plate,
-# black plate. The demo model is small (mean referring IoU over all objects of generated 640x480
-# scenes: about 0.53), so these tests use a scene and a sequence on which it is good; they check
-# that the node delivers the model's accuracy end to end, not the model's accuracy in general.
-SCENE_SEED = 20
+# Scene 23 with a red cup placed first: red cup, blue bowl, yellow ball, purple bowl, white mug.
+# The demo model is small: on generated 640x480 scenes with one red cup, "grasp the red cup" gives
+# a mask of IoU >= 0.75 on about 3 scenes in 10 (mean IoU 0.54, seeds 0-39; its masks often cover
+# other objects of the same colour, README "Models"). These tests therefore use a scene and a
+# sequence on which the model is right (found with the engine alone, outside ROS); they check that
+# the node delivers the model's accuracy end to end, not the model's accuracy in general.
+SCENE_SEED = 23
 SEQUENCE_SEED = 10       # the orange bowl moves (its name is unique in the scene)
 MIN_IOU = 0.75
 MAX_CENTROID_ERROR_M = 0.01

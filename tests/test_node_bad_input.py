@@ -1,6 +1,7 @@
 """Bad input never kills the node: every item gets a clear answer and log line, and a good command still works.
 
-One node (tiny random model) takes: unknown encodings, 0x0 / too large images, data sizes that
+One node (the shipped default model, so that the good command at the end has a real mask to
+place in 3D) takes: unknown encodings, 0x0 / too large images, data sizes that
 do not match width x height x channels, depth of the wrong size, NaN depth, empty and
 10,000-character commands, malformed SegmentationCommands, clicks outside the image, and a
 command flood. A second node is started with a model directory that has no weights. Commands
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 
 from node_driver import (
-    Driver, NodeProcess, camera_info_msg, depth_msg, image_msg, module_ros_env, save_tiny_model, scene_frames,
+    Driver, NodeProcess, camera_info_msg, depth_msg, image_msg, module_ros_env, scene_frames,
     stamp_header, wait_for_node_inputs, warm_up_depth,
 )
 
@@ -32,18 +33,17 @@ MAX_PIXELS = 1_000_000
 
 @pytest.fixture(scope="module")
 def scene():
-    return generate_scene(14, 640, 480)
+    return generate_scene(14, 640, 480, include=[("cup", "red")])
 
 
 @pytest.fixture(scope="module")
 def session(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("node_bad_input")
-    model_dir = save_tiny_model(workdir / "tiny_model")
     empty_model_dir = workdir / "model_without_weights"
     empty_model_dir.mkdir()
     env, domain_id, namespace = module_ros_env("bad")
     node = NodeProcess(env, namespace, workdir, {
-        "model_path": str(model_dir), "max_image_pixels": MAX_PIXELS, "max_pending_commands": 4,
+        "model_path": "", "max_image_pixels": MAX_PIXELS, "max_pending_commands": 4,
         "depth_wait_s": 0.5,  # a loaded 2-core machine delivers some depth images late
     })
     broken = NodeProcess(env, namespace + "_nomodel", workdir, {"model_path": str(empty_model_dir)})
