@@ -144,7 +144,10 @@ class Driver:
         node = self.node
         if sensors:  # without: another process is the camera
             self.image_pub = node.create_publisher(Image, "image", image_qos)
-            self.depth_pub = node.create_publisher(Image, "depth", image_qos)
+            # Depth keeps 10: with 2, a loaded machine can overwrite the depth of the very frame a
+            # command is answered on before it is delivered (that frame then has, correctly, no 3D).
+            depth_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=image_qos.reliability)
+            self.depth_pub = node.create_publisher(Image, "depth", depth_qos)
             self.info_pub = node.create_publisher(CameraInfo, "camera_info", reliable)
         self.command_pub = node.create_publisher(SegmentationCommand, "command", reliable)
         self.text_pub = node.create_publisher(String, "command_text", reliable)
@@ -376,12 +379,16 @@ def wait_for_node_inputs(driver: Driver, publishers: list, timeout: float = 30.0
         assert driver.wait_for_subscriber(publisher, timeout), f"the node never subscribed to {publisher.topic_name}"
 
 
-def warm_up_depth(driver: Driver, frames: Callable[[int], list], timeout: float = 30.0, start: int = 500) -> None:
+def warm_up_depth(driver: Driver, frames: Callable[[int], list], timeout: float = 30.0, start: int = -400) -> None:
     """Publish frames until the node reports depth images received, so the next frames carry depth.
+
+    Warm-up frames are stamped before frames(0) (a camera's stamps only grow).
 
     Right after (re)connecting, the first large reliable samples can be overwritten in a keep-last
     writer before they are delivered; a command sent after this has a depth image for its frame.
     """
+    reports = len(driver.diagnostics)  # counters from a report sent after this call, not a stale one
+    driver.wait_for(lambda: len(driver.diagnostics) >= reports + 2, 5)
     before = driver.latest_values()
     depth_before = int(before.get("depth_received", 0))
     info_before = int(before.get("camera_info_received", 0))

@@ -70,7 +70,7 @@ def red_cup(scene):
 def session(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("node_accuracy")
     env, domain_id, namespace = module_ros_env("accuracy")
-    node = NodeProcess(env, namespace, workdir, {"model_path": OVERRIDE, "command_timeout_s": 30.0, "depth_wait_s": 0.5})
+    node = NodeProcess(env, namespace, workdir, {"model_path": OVERRIDE, "command_timeout_s": 30.0, "depth_wait_s": 1.0})
     driver = Driver(domain_id, namespace)
     try:
         assert node.wait_for_log("Model ready", 120), node.log()
@@ -159,7 +159,10 @@ def test_tracking_a_moving_object_keeps_one_id_without_the_llm(session):
     moving = sequence[0].info["moving_instance"]
     name = sequence[0].object(moving).name
     assert [o.name for o in sequence[0].objects].count(name) == 1
-    llm_runs_before = int(driver.wait_for(lambda: driver.latest_values().get("llm_runs"), 10))
+    # /diagnostics comes once a second: count LLM runs from a report sent after the earlier tests' answers.
+    reports = len(driver.diagnostics)
+    assert driver.wait_for(lambda: len(driver.diagnostics) >= reports + 2, 10)
+    llm_runs_before = int(driver.latest_values()["llm_runs"])
     start = len(driver.instances)
     command = f"track the {name}"
     driver.text_pub.publish(String(data=command))
