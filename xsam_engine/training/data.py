@@ -19,6 +19,7 @@ from transformers import PreTrainedTokenizerBase
 from ..processing import XSamImageProcessor
 from ..prompts import ANSWER_SUFFIX, chat_prompt
 from ..requests import Task
+from ..tabletop.catalog import CLASSES, COLOURS
 from ..tabletop.scenes import generate_scene
 from ..tabletop.tasks import TaskSample, sample_task
 from ..tokenization import encode_with_placeholders
@@ -147,6 +148,7 @@ class TabletopTaskDataset(Dataset):
         task_weights: dict[Task, float] | None = None,
         add_bos: bool = False,
         tasks_per_scene: int = 1,
+        confusable_fraction: float = 0.0,
     ) -> None:
         self.processor = processor
         self.tokenizer = tokenizer
@@ -160,6 +162,7 @@ class TabletopTaskDataset(Dataset):
         self.probabilities = np.array([weights[task] / total for task in self.tasks])
         self.add_bos = add_bos
         self.tasks_per_scene = tasks_per_scene
+        self.confusable_fraction = confusable_fraction
 
     def __len__(self) -> int:
         return self.length
@@ -167,7 +170,7 @@ class TabletopTaskDataset(Dataset):
     def __getitem__(self, index: int) -> TrainingScene:
         seed = self.base_seed + index
         rng = np.random.default_rng(seed)
-        scene = generate_scene(seed, width=self.image_size, height=self.image_size)
+        scene = generate_scene(seed, width=self.image_size, height=self.image_size, include=self._confusables(seed))
         chosen = rng.choice(len(self.tasks), size=self.tasks_per_scene, replace=False, p=self.probabilities)
         samples = []
         for task_index in chosen:
@@ -176,6 +179,20 @@ class TabletopTaskDataset(Dataset):
                 sample = sample_task(scene, Task.INSTANCE, rng)
             samples.append(sample)
         return build_scene(samples, scene.image, self.processor, self.tokenizer, self.loss_size, self.add_bos)
+
+
+    def _confusables(self, seed: int) -> list[tuple[str, str]]:
+        """For `confusable_fraction` of the scenes: a "red cup", a "red plate" and a "blue cup".
+
+        Colour alone then no longer singles out an object (nor does category), so referring
+        expressions teach category and colour together; without them the model learns colour first.
+        """
+        rng = np.random.default_rng([seed, 1])  # its own stream: the scene's and the tasks' draws stay as they were
+        if rng.random() >= self.confusable_fraction:
+            return []
+        first, second = (str(c) for c in rng.choice(CLASSES, size=2, replace=False))
+        colour, other = (str(c) for c in rng.choice(sorted(COLOURS), size=2, replace=False))
+        return [(first, colour), (second, colour), (first, other)]
 
 
 def collate(scenes: list[TrainingScene]) -> dict:

@@ -46,6 +46,7 @@ class TrainingConfig:
     threads: int = 2
     image_size: int = 256
     loss_size: int = 128
+    confusable_fraction: float = 0.5  # scenes with same-colour / same-category look-alikes (see data.py)
     architecture: str = "tabletop"  # an XSamConfig constructor: "tabletop" (shipped) or "tiny" (tests)
     stop_after: int = 0  # stop this invocation after N steps (0 = run to the end); rerun to resume
 
@@ -102,6 +103,7 @@ def train(config: TrainingConfig, export_dir: str | Path | None = None) -> Path 
     dataset = TabletopTaskDataset(
         processor, tokenizer, length=config.steps * config.batch_size, base_seed=config.seed * 10_000_000,
         image_size=config.image_size, loss_size=config.loss_size, tasks_per_scene=config.tasks_per_scene,
+        confusable_fraction=config.confusable_fraction,
     )
     loader = DataLoader(
         dataset,
