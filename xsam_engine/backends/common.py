@@ -9,6 +9,7 @@ import torch
 
 from ..export.graphs import GraphSpec
 from ..modeling_outputs import MaskEncoderOutput, PixelDecoderOutput, SegDecoderOutput
+from ..modeling_region_encoder import sample_region_points
 
 if TYPE_CHECKING:
     from ..configuration_xsam import XSamConfig
@@ -23,28 +24,6 @@ class AcceleratedMaskEncoderOutput(MaskEncoderOutput):
     """
 
     sam_tokens: torch.Tensor | None = field(default=None)
-
-
-def sample_region_points(
-    prompt_mask: torch.Tensor, num_points: int, generator: torch.Generator | None = None
-) -> torch.Tensor:
-    """The region sampler's data-dependent half: prompt mask (S, S) bool -> points (P, 2) as (x, y) in [0, 1].
-
-    Same draw as `XSamRegionEncoder` (same generator calls in the same order), so an exported
-    region graph fed with these points reproduces the PyTorch sampler exactly.
-    """
-    size = prompt_mask.shape[-1]
-    coords = prompt_mask.nonzero().to(torch.float32)  # (N, 2) as (row, col)
-    if coords.shape[0] == 0:
-        raise ValueError("The visual prompt covers no pixel of the image; give a point, box, scribble or mask inside it.")
-    count = coords.shape[0]
-    device = coords.device
-    if count >= num_points:
-        chosen = torch.randperm(count, generator=generator, device="cpu")[:num_points].to(device)
-    else:
-        extra = torch.randint(count, (num_points - count,), generator=generator, device="cpu").to(device)
-        chosen = torch.cat([torch.arange(count, device=device), extra])
-    return (coords[chosen] / size).flip(-1)
 
 
 def token_map_from_sam_tokens(sam_tokens: torch.Tensor) -> torch.Tensor:
