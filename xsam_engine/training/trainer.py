@@ -46,7 +46,7 @@ class TrainingConfig:
     threads: int = 2
     image_size: int = 256
     loss_size: int = 128
-    confusable_fraction: float = 0.5  # scenes with same-colour / same-category look-alikes (see data.py)
+    confusable_fraction: float = 0.0  # scenes with same-colour / same-category look-alikes (see data.py; README "Models")
     architecture: str = "tabletop"  # an XSamConfig constructor: "tabletop" (shipped) or "tiny" (tests)
     stop_after: int = 0  # stop this invocation after N steps (0 = run to the end); rerun to resume
 
