@@ -1,7 +1,7 @@
 """End-to-end demo: a robot asks the perception node to "grasp the red cup" on a generated tabletop.
 
     python -m xsam_ros.demo            # what `make demo` runs
-    python -m xsam_ros.demo --command "find all bowls" --seed 23 --output out/bowls.png
+    python -m xsam_ros.demo --command "find all bowls" --seed 5 --output out/bowls.png
 
 What it does:
 1. starts ``perception_node`` as its own process (default model unless --model-path), in a
