@@ -180,7 +180,6 @@ class TabletopTaskDataset(Dataset):
             samples.append(sample)
         return build_scene(samples, scene.image, self.processor, self.tokenizer, self.loss_size, self.add_bos)
 
-
     def _confusables(self, seed: int) -> list[tuple[str, str]]:
         """For `confusable_fraction` of the scenes: a "red cup", a "red plate" and a "blue cup".
 
