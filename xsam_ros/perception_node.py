@@ -299,10 +299,11 @@ class PerceptionNode(Node):
     def _on_image(self, msg) -> None:
         self._stats.image_received()
         self._last_header = msg.header
-        if (msg.header.stamp.sec == 0 and msg.header.stamp.nanosec == 0) or not msg.header.frame_id:
+        zero_stamp = msg.header.stamp.sec == 0 and msg.header.stamp.nanosec == 0
+        if zero_stamp or not msg.header.frame_id:
             self._log_problem(
                 "warning", "header", f"Images on {self._image_sub.topic} have "
-                + ("a zero stamp" if msg.header.stamp.sec == 0 and msg.header.stamp.nanosec == 0 else "no frame_id")
+                + ("a zero stamp" if zero_stamp else "no frame_id")
                 + ": every output copies the image header, so results cannot be matched to a time or frame "
                 "(and depth is paired by stamp). Fix the camera driver.", period_s=60.0)
         if not self._first_image_logged:
