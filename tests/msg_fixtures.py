@@ -124,6 +124,10 @@ def instance_mask_array():
         response_text='Sure, [SEG] the red cup and [SEG] the bowl.',
         success=True,
         error='depth image arrived 40 ms late',
+        message='phrases without a mask: \'a plate\' best score 0.18 < 0.50',
+        score_threshold=0.375,
+        mask_threshold=0.625,
+        overlap_threshold=0.875,
         image_width=IMAGE_WIDTH,
         image_height=IMAGE_HEIGHT,
         tracking=True,
@@ -159,6 +163,7 @@ def segmentation_command():
         continuous=True,
         score_threshold=0.375,
         mask_threshold=0.625,
+        overlap_threshold=0.875,
     )
 
 

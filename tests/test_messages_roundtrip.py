@@ -35,12 +35,12 @@ def test_message_fields():
         'centroid', 'extent', 'depth_pixels']
     assert list(InstanceMaskArray.get_fields_and_field_types()) == [
         'header', 'request_id', 'task', 'prompt', 'response_text', 'success', 'error',
-        'image_width', 'image_height', 'tracking', 'instances', 'vocabulary',
+        'message', 'score_threshold', 'mask_threshold', 'overlap_threshold', 'image_width', 'image_height', 'tracking', 'instances', 'vocabulary',
         'label_image_type', 'label_image', 'timings']
     assert list(SegmentationCommand.get_fields_and_field_types()) == [
         'header', 'request_id', 'task', 'text', 'points', 'point_labels', 'boxes',
         'scribbles', 'masks', 'vocabulary', 'stuff_vocabulary', 'continuous',
-        'score_threshold', 'mask_threshold']
+        'score_threshold', 'mask_threshold', 'overlap_threshold']
     assert StageTiming.get_fields_and_field_types() == {
         'stage': 'string', 'milliseconds': 'float'}
 

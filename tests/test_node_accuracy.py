@@ -193,3 +193,64 @@ def test_tracking_a_moving_object_keeps_one_id_without_the_llm(session):
     from std_srvs.srv import Trigger
 
     assert driver.call(Trigger, f"{node.namespace}/perception_node/clear", Trigger.Request()).success
+
+
+def set_node_parameter(driver, node, name: str, value: float) -> None:
+    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+
+    request = SetParameters.Request(parameters=[Parameter(
+        name=name, value=ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=value))])
+    response = driver.call(SetParameters, f"{node.namespace}/perception_node/set_parameters", request)
+    assert response is not None and response.results[0].successful, response
+
+
+def test_absent_object_gives_zero_instances_no_3d_and_no_markers(session):
+    """Issue 12's report: scene 23 with only a red cup and a blue mug (320x240), "grasp the green
+    bottle". The answer must be success=true with zero instances and the not-found text, whatever
+    sets the threshold (model default, the node's parameter, the command), and must leave no 3D
+    estimate and no marker. A control command on the red cup first proves that depth and markers
+    do flow on these frames (so their absence afterwards means something)."""
+    from xsam_ros.msg import SegmentationCommand
+
+    node, driver = session
+    scene = generate_scene(SCENE_SEED, 320, 240, num_objects=(2, 2), include=[("cup", "red"), ("mug", "blue")])
+    assert sorted(o.name for o in scene.objects) == ["blue mug", "red cup"]
+    driver.subscribe_markers()
+    warm_up_depth(driver, scene_frames(driver, scene, 24000, depth_encoding="32FC1"))
+    first_sec = iter(range(24100, 25000, 100))  # every answer on frames of its own stamps
+
+    def ask(text: str, request_id: str, score_threshold: float = -1.0):
+        frames = scene_frames(driver, scene, next(first_sec), depth_encoding="32FC1")
+        start = len(driver.instances)
+        driver.command_pub.publish(SegmentationCommand(text=text, request_id=request_id, score_threshold=score_threshold))
+        result = driver.publish_frames_until(frames, lambda: driver.result_for(request_id=request_id, after=start), TIMEOUT)
+        assert result is not None and result.success, node.log()[-3000:]
+        return result
+
+    def markers_for(result):
+        stamp = (result.header.stamp.sec, result.header.stamp.nanosec)
+        return [m for array in list(driver.markers) for m in array.markers
+                if (m.header.stamp.sec, m.header.stamp.nanosec) == stamp]
+
+    control = ask("grasp the red cup", "control", score_threshold=0.0)  # 0 = always the best mask
+    assert len(control.instances) == 1 and control.instances[0].has_3d, node.log()[-2000:]
+    assert driver.wait_for(lambda: any(m.action == m.ADD for m in markers_for(control)), 10)
+
+    answers = {"model default": ask("grasp the green bottle", "absent-default")}
+    answers["command 0.99"] = ask("grasp the green bottle", "absent-command", score_threshold=0.99)
+    set_node_parameter(driver, node, "score_threshold", 0.99)
+    try:
+        answers["node 0.99"] = ask("grasp the green bottle", "absent-node")
+    finally:
+        set_node_parameter(driver, node, "score_threshold", -1.0)
+    for how, result in answers.items():
+        assert result.instances == [] and result.error == "", how
+        assert result.message.startswith("not found: best score "), f"{how}: {result.message!r}"
+        assert list(result.vocabulary) == ["green bottle"] and result.task == SegmentationCommand.TASK_REFERRING
+    assert answers["command 0.99"].message.endswith("< 0.99") and answers["node 0.99"].message.endswith("< 0.99")
+    assert abs(answers["node 0.99"].score_threshold - 0.99) < 1e-6
+    # The control's markers are deleted by the first empty answer, and no answer adds one.
+    first = answers["model default"]
+    assert driver.wait_for(lambda: any(m.action == m.DELETEALL for m in markers_for(first)), 10)
+    assert not any(m.action == m.ADD for result in answers.values() for m in markers_for(result))

@@ -17,12 +17,12 @@ from xsam_ros.msg import InstanceMaskArray, SegmentationCommand
 from xsam_engine.requests import SegmentationRequest, Task, VisualPrompt
 from xsam_engine.results import Instance, SegmentationResult
 from xsam_ros import conversions
-from xsam_ros.conversions import ConversionError, Thresholds
+from xsam_ros.conversions import ConversionError, ThresholdOverrides
 from xsam_ros.geometry import ObjectGeometry
 
 RNG = np.random.default_rng(3)
 RGB = RNG.integers(0, 256, size=(5, 7, 3), dtype=np.uint8)  # odd sizes catch stride mistakes
-THRESHOLDS = Thresholds(0.5, 0.5)
+THRESHOLDS = ThresholdOverrides(score=0.5)  # the node's parameters: score set, mask / overlap = model default
 VOCABULARY = ("cup", "bowl")
 STUFF = ("table",)
 
@@ -193,7 +193,7 @@ def to_request(msg):
 def test_auto_text_command_is_parsed_as_natural_language():
     request = to_request(command(text="grasp the red cup"))
     assert request.task is Task.REFERRING and request.text == "red cup"
-    assert request.score_threshold == 0.5 and request.mask_threshold == 0.5
+    assert (request.score_threshold, request.mask_threshold, request.overlap_threshold) == (0.5, None, None)
 
 
 def test_text_to_request_and_segment_everything_includes_stuff():
@@ -234,8 +234,15 @@ def test_explicit_tasks_and_visual_prompts():
 
 
 def test_generic_tasks_default_vocabulary_and_thresholds():
+    """A command's threshold (>= 0) overrides the node's; negative or NaN falls back to the node's,
+    and an unset node parameter leaves it to the model (None)."""
     instance = to_request(command(task=SegmentationCommand.TASK_INSTANCE, score_threshold=0.25, mask_threshold=float("nan")))
-    assert instance.vocabulary == VOCABULARY and instance.score_threshold == 0.25 and instance.mask_threshold == 0.5
+    assert instance.vocabulary == VOCABULARY and instance.score_threshold == 0.25 and instance.mask_threshold is None
+    overlap = to_request(command(task=SegmentationCommand.TASK_PANOPTIC, overlap_threshold=0.6, score_threshold=-1.0))
+    assert (overlap.score_threshold, overlap.mask_threshold, overlap.overlap_threshold) == (0.5, None, 0.6)
+    node = ThresholdOverrides.from_values(-1.0, 0.4, float("nan"))
+    assert node == ThresholdOverrides(None, 0.4, None)
+    assert conversions.command_to_request(command(text="cup"), VOCABULARY, STUFF, node).mask_threshold == 0.4
     panoptic = to_request(command(task=SegmentationCommand.TASK_PANOPTIC, vocabulary=["mug"]))
     assert panoptic.vocabulary == ("mug", "table") and panoptic.stuff_vocabulary == STUFF
     assert to_request(command(vocabulary=["mug", "can"])).task is Task.OPEN_VOCABULARY
@@ -245,34 +252,42 @@ def test_generic_tasks_default_vocabulary_and_thresholds():
     ({}, "the command is empty"),
     ({"task": 42, "text": "cup"}, "unknown task 42"),
     ({"text": "y" * 1001}, "1001 characters"),
-    ({"task": SegmentationCommand.TASK_INTERACTIVE, "points": [Point()], "point_labels": [1, 1]}, "give one label per point"),
+    ({"task": SegmentationCommand.TASK_INTERACTIVE, "points": [Point()], "point_labels": [1, 1]}, "one label per point"),
+    ({"task": SegmentationCommand.TASK_INTERACTIVE, "point_labels": [1]}, "point prompt needs at least one point"),
     ({"task": SegmentationCommand.TASK_INTERACTIVE, "points": [Point()], "point_labels": [0]}, "at least one positive"),
     ({"task": SegmentationCommand.TASK_INTERACTIVE, "points": [Point(x=float("nan"))]}, "finite"),
-    ({"task": SegmentationCommand.TASK_INTERACTIVE}, "needs a visual prompt"),
+    ({"task": SegmentationCommand.TASK_INTERACTIVE}, "exactly one visual prompt, got 0"),
+    ({"task": SegmentationCommand.TASK_INTERACTIVE, "points": [Point(x=1.0, y=1.0)],
+      "boxes": [RegionOfInterest(x_offset=1, y_offset=1, width=3, height=3)]}, "exactly one visual prompt, got 2"),
+    ({"text": "grasp the cup", "points": [Point()]}, "with text takes no visual prompts"),
+    ({"task": SegmentationCommand.TASK_INSTANCE, "vocabulary": ["cup", "Cup"]}, "same class more than once"),
+    ({"task": SegmentationCommand.TASK_INSTANCE, "stuff_vocabulary": ["table"]}, "panoptic requests only"),
+    ({"task": SegmentationCommand.TASK_REFERRING, "text": "cup", "vocabulary": ["cup"]}, "takes no vocabulary"),
+    ({"task": SegmentationCommand.TASK_VGD, "boxes": [RegionOfInterest(x_offset=1, y_offset=1, width=2, height=2)] * 65},
+     "the limit is 64"),
+    ({"text": "cup", "overlap_threshold": 3.0}, "overlap_threshold must be in"),
     ({"task": SegmentationCommand.TASK_REFERRING, "text": "cup", "points": [Point()]}, "takes no visual prompts"),
-    ({"text": "cup", "score_threshold": 1.5}, "score_threshold 1.5 is out of range"),
-    ({"text": "cup", "mask_threshold": 1.0}, "mask_threshold 1.0 is out of range"),
+    ({"text": "cup", "score_threshold": 1.5}, r"score_threshold must be in \[0, 1\], got 1.5"),
+    ({"text": "cup", "mask_threshold": 1.0}, r"mask_threshold must be in \(0, 1\), got 1.0"),
+    ({"text": "cup", "mask_threshold": 0.0}, r"mask_threshold must be in \(0, 1\), got 0.0"),
     ({"vocabulary": ["cup", ""]}, "empty name"),
     ({"task": SegmentationCommand.TASK_INTERACTIVE,
       "masks": [Image(height=2, width=2, encoding="rgb8", step=6, data=bytes(12))]}, "use mono8"),
     ({"task": SegmentationCommand.TASK_VGD,
-      "boxes": [RegionOfInterest(x_offset=1, y_offset=1, width=0, height=3)]}, "zero width"),
+      "boxes": [RegionOfInterest(x_offset=1, y_offset=1, width=0, height=3)]}, "x0 < x1 and y0 < y1"),
+    ({"task": SegmentationCommand.TASK_INTERACTIVE,
+      "masks": [Image(height=2, width=2, encoding="mono8", step=2, data=bytes(4))]}, "mask prompt 0: .*empty"),
 ])
 def test_bad_commands_raise_clear_errors(fields, message_part):
     with pytest.raises(ConversionError, match=message_part):
         to_request(command(**fields))
 
 
-def test_engine_validation_is_reported_as_conversion_error():
-    with pytest.raises(ConversionError, match="duplicate"):
-        conversions.validate_request(SegmentationRequest(Task.INSTANCE, vocabulary=("cup", "cup")))
-
-
 def test_clicks():
     request = conversions.click_to_request(12.4, 7.6, THRESHOLDS)
     assert request.task is Task.INTERACTIVE
     np.testing.assert_allclose(request.regions[0].points, [[12.4, 7.6]], rtol=1e-6)
-    assert conversions.describe_request(request) == "click (12, 8)"
+    assert request.describe() == "click (12, 8)" and request.score_threshold == 0.5
     with pytest.raises(ConversionError, match="finite"):
         conversions.click_to_request(float("inf"), 1.0, THRESHOLDS)
 

@@ -49,11 +49,12 @@ def test_default_vocabulary_matches_the_demo_model_classes():
 
 
 @pytest.mark.parametrize("name, value, reason", [
-    ("score_threshold", 1.5, "score_threshold must be in [0.0, 1.0], got 1.5"),
-    ("score_threshold", -0.1, "must be in"),
+    ("score_threshold", 1.5, "score_threshold must be in [-1.0, 1.0], got 1.5"),
+    ("score_threshold", -1.5, "must be in"),
+    ("overlap_threshold", 1.01, "overlap_threshold must be in [-1.0, 1.0]"),
     ("score_threshold", "high", "must be a number"),
     ("score_threshold", math.nan, "must be finite"),
-    ("mask_threshold", 0.0, "mask_threshold must be in (0.0, 1.0)"),
+    ("mask_threshold", 0.0, "mask_threshold must be in (0, 1), got 0.0. (negative = the model's default)"),
     ("mask_threshold", 1.0, "must be in"),
     ("max_instances", 0, "max_instances must be in [1, 1000], got 0"),
     ("max_instances", 2.5, "must be an integer"),
@@ -62,8 +63,9 @@ def test_default_vocabulary_matches_the_demo_model_classes():
     ("backend", "openvino", "must be one of auto, torch, onnxruntime, tensorrt"),
     ("image_reliability", "sometimes", "must be one of auto, reliable, best_effort"),
     ("compressed_input", "yes", "must be a bool"),
-    ("default_vocabulary", ["cup", ""], "must not contain empty names"),
-    ("default_vocabulary", ["cup", "cup"], "duplicate names"),
+    ("default_vocabulary", ["cup", ""], "default_vocabulary contains an empty name"),
+    ("default_vocabulary", ["cup", "Cup"], "default_vocabulary names the same class more than once"),
+    ("stuff_vocabulary", ["x" * 201], "the limit is 200"),
     ("default_vocabulary", "cup", "must be a list of strings"),
     ("max_depth_m", 0.0, "max_depth_m must be in (0.0, 1000.0]"),
     ("no_image_warning_s", 0.1, "must be in [0.5, 3600.0]"),
@@ -83,8 +85,8 @@ def test_descriptors_carry_description_range_and_read_only():
     from rcl_interfaces.msg import ParameterType
 
     score = parameters.descriptor(BY_NAME["score_threshold"])
-    assert score.type == ParameterType.PARAMETER_DOUBLE and "Minimum instance score" in score.description
-    assert (score.floating_point_range[0].from_value, score.floating_point_range[0].to_value) == (0.0, 1.0)
+    assert score.type == ParameterType.PARAMETER_DOUBLE and "negative = the model's default" in score.description
+    assert (score.floating_point_range[0].from_value, score.floating_point_range[0].to_value) == (-1.0, 1.0)
     assert not score.read_only
     instances = parameters.descriptor(BY_NAME["max_instances"])
     assert (instances.integer_range[0].from_value, instances.integer_range[0].to_value) == (1, 1000)

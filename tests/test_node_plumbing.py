@@ -229,11 +229,13 @@ def test_runtime_parameters_are_validated(session):
     assert not result.successful and "score_threshold" in result.reason and "2.0" in result.reason
     # ... and everything a descriptor cannot say, from the node's on-set-parameters callback.
     result = _set_parameter(driver, node.namespace, "mask_threshold", 1.0)
-    assert not result.successful and "mask_threshold must be in (0.0, 1.0), got 1.0" in result.reason
+    assert not result.successful and "mask_threshold must be in [-1.0, 1.0), got 1.0" in result.reason
+    result = _set_parameter(driver, node.namespace, "mask_threshold", 0.0)  # in range, but not a mask threshold
+    assert not result.successful and "mask_threshold must be in (0, 1), got 0.0" in result.reason
     result = _set_parameter(driver, node.namespace, "min_depth_m", 50.0)
     assert not result.successful and "must be smaller than max_depth_m" in result.reason
     result = _set_parameter(driver, node.namespace, "default_vocabulary", ["cup", ""])
-    assert not result.successful and "must not contain empty names" in result.reason
+    assert not result.successful and "default_vocabulary contains an empty name" in result.reason
     result = _set_parameter(driver, node.namespace, "device", "cpu")
     assert not result.successful and "read-only" in result.reason.lower()
     result = _set_parameter(driver, node.namespace, "score_threshold", 0.35)

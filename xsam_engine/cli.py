@@ -53,7 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--mask", nargs="+", default=[], metavar="PNG", help="prompt mask image(s), non-zero = inside")
     segment.add_argument("--vocabulary", default="", help="comma-separated class names (generic / open-vocabulary)")
     segment.add_argument("--stuff", default="", help="comma-separated stuff classes (panoptic)")
-    segment.add_argument("--score-threshold", type=float, default=None)
+    segment.add_argument("--score-threshold", type=float, default=None,
+                         help="score threshold in [0, 1] (default: the model's for the task; README 'Thresholds')")
+    segment.add_argument("--mask-threshold", type=float, default=None, help="pixel probability threshold in (0, 1)")
+    segment.add_argument("--overlap-threshold", type=float, default=None, help="panoptic segment validity in [0, 1]")
     segment.add_argument("--out", default=None, help="write an overlay PNG here")
     segment.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     segment.add_argument("--backend", default="auto", choices=["auto", "tensorrt", "onnxruntime", "torch"],
@@ -85,6 +88,8 @@ def request_from_args(args: argparse.Namespace) -> SegmentationRequest:
     vocabulary = tuple(v.strip() for v in args.vocabulary.split(",") if v.strip())
     stuff = tuple(v.strip() for v in args.stuff.split(",") if v.strip())
     regions = tuple(_regions(args))
+    thresholds = {"score_threshold": args.score_threshold, "mask_threshold": args.mask_threshold,
+                  "overlap_threshold": args.overlap_threshold}
     if args.task:
         task, text = Task(args.task), args.text
         if task is Task.REFERRING and text:
@@ -96,10 +101,9 @@ def request_from_args(args: argparse.Namespace) -> SegmentationRequest:
         task, text = (Task.PANOPTIC if stuff else Task.INSTANCE), ""
     else:
         parsed = parse_command(args.text, default_vocabulary=vocabulary, stuff_vocabulary=stuff)
-        return replace(parsed, score_threshold=args.score_threshold)
+        return replace(parsed, **thresholds)
     return SegmentationRequest(
-        task=task, text=text, vocabulary=vocabulary + tuple(s for s in stuff if s not in vocabulary),
-        stuff_vocabulary=stuff, regions=regions, score_threshold=args.score_threshold,
+        task=task, text=text, vocabulary=vocabulary, stuff_vocabulary=stuff, regions=regions, **thresholds,
     )
 
 
@@ -109,6 +113,9 @@ def result_to_json(result: SegmentationResult) -> dict:
         "text": result.text,
         "labels": list(result.labels),
         "image_size": list(result.image_size),
+        "message": result.message,
+        "thresholds": None if result.thresholds is None else {
+            "score": result.thresholds.score, "mask": result.thresholds.mask, "overlap": result.thresholds.overlap},
         "instances": [
             {"label": i.label, "score": round(i.score, 4), "box_xyxy": list(i.box_xyxy), "area": i.area,
              "class_index": i.class_index}
@@ -136,8 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     predictor, _ = create_predictor(args.model, backend=args.backend, device=args.device)
-    predictor.set_image(bgr, image_format="BGR")
     try:
+        predictor.set_image(bgr, image_format="BGR")
         result = predictor.segment(request)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)

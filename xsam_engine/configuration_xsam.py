@@ -17,6 +17,8 @@ from typing import Any
 
 from transformers import Mask2FormerConfig, Phi3Config, SamVisionConfig, SiglipVisionConfig
 
+from .requests import Task, Thresholds, check_threshold
+
 
 @dataclass
 class XSamVisionConfig:
@@ -234,6 +236,47 @@ class XSamDecoderConfig:
 
 
 @dataclass
+class XSamPostProcessConfig:
+    """Default post-processing thresholds of a model (a request or the node may override them).
+
+    Score scales differ between models, so the defaults belong to the model. The released
+    configuration uses 0.5 everywhere: the official demo's `--score_thr` default, which it
+    forwards to every post-processor (spec section 8). For referring and reasoning the class
+    softmax is over {phrase, background}, so 0.5 is where "no object" becomes the likelier
+    answer; the official refseg post-processing ignores the threshold (always the best mask),
+    which a score threshold of 0 reproduces. `mask_threshold` 0.5 and `overlap_threshold` 0.8
+    are the official post-processing defaults.
+
+    Attributes:
+        score_threshold: default score threshold of every task, in [0, 1].
+        task_score_thresholds: per-task overrides, keyed by `Task` value (e.g. {"referring": 0.3}).
+        mask_threshold: pixel probability threshold, in (0, 1).
+        overlap_threshold: panoptic segment validity (owned / own area), in [0, 1].
+    """
+
+    score_threshold: float = 0.5
+    task_score_thresholds: dict[str, float] = field(default_factory=dict)
+    mask_threshold: float = 0.5
+    overlap_threshold: float = 0.8
+
+    def __post_init__(self) -> None:
+        check_threshold("score_threshold", self.score_threshold)
+        check_threshold("mask_threshold", self.mask_threshold)
+        check_threshold("overlap_threshold", self.overlap_threshold)
+        for task, value in self.task_score_thresholds.items():
+            try:
+                Task(task)
+            except ValueError:
+                raise ValueError(f"task_score_thresholds: unknown task {task!r}; use one of {[t.value for t in Task]}")
+            check_threshold("score_threshold", value)
+
+    def thresholds_for(self, task: Task) -> Thresholds:
+        """The defaults for one task."""
+        score = self.task_score_thresholds.get(Task(task).value, self.score_threshold)
+        return Thresholds(score=score, mask=self.mask_threshold, overlap=self.overlap_threshold)
+
+
+@dataclass
 class XSamConfig:
     """The whole model. `sampler_num_points` is the region sampler's point count ([A]: 256)."""
 
@@ -241,6 +284,7 @@ class XSamConfig:
     mask_encoder: XSamMaskEncoderConfig = field(default_factory=XSamMaskEncoderConfig)
     language: XSamLanguageConfig = field(default_factory=XSamLanguageConfig)
     decoder: XSamDecoderConfig = field(default_factory=XSamDecoderConfig)
+    postprocess: XSamPostProcessConfig = field(default_factory=XSamPostProcessConfig)
     sampler_num_points: int = 256
     name: str = "x-sam-released"
 
@@ -249,6 +293,7 @@ class XSamConfig:
         "mask_encoder": XSamMaskEncoderConfig,
         "language": XSamLanguageConfig,
         "decoder": XSamDecoderConfig,
+        "postprocess": XSamPostProcessConfig,
     }
 
     @classmethod

@@ -16,7 +16,7 @@ from .modeling_llm import phrase_spans
 from .modeling_outputs import LanguageModelOutput, MaskEncoderOutput, PixelDecoderOutput, SegDecoderOutput
 from .modeling_xsam import XSamModel
 from .processing import SamInputs, XSamImageProcessor, validate_rgb_image
-from .prompts import chat_prompt, clean_category, question_for, template_answer
+from .prompts import chat_prompt, question_for, template_answer
 from .requests import SegmentationRequest, Task
 from .results import Condition, SegmentationResult
 from .timing import StageTimer
@@ -40,10 +40,6 @@ class ImageStages(Protocol):
     def decode(
         self, pixel_features: PixelDecoderOutput, condition_embeds: torch.Tensor, seg_embeds: torch.Tensor
     ) -> SegDecoderOutput: ...
-
-MAX_TEXT_LENGTH = 1000
-MAX_VOCABULARY = 256
-DEFAULT_SCORE_THRESHOLD = 0.5
 
 
 class XSamPredictor:
@@ -164,7 +160,8 @@ class XSamPredictor:
     def decode(self, condition: Condition, **overrides: float | None) -> SegmentationResult:
         """Apply a condition to the current image without the LLM (tracking).
 
-        `overrides` may set `score_threshold` / `mask_threshold` for this call.
+        `overrides` may set `score_threshold` / `mask_threshold` / `overlap_threshold` for this
+        call (None = the model's default; checked like a request's).
         """
         if overrides:
             condition = replace(condition, request=replace(condition.request, **overrides))
@@ -174,15 +171,6 @@ class XSamPredictor:
         return result
 
     # -- request -> condition ------------------------------------------------------------------
-
-    def _labels_for(self, request: SegmentationRequest) -> tuple[str, ...]:
-        if request.task in (Task.REFERRING, Task.REASONING):
-            return (request.text.strip(),)
-        if request.task.is_generic:
-            return tuple(clean_category(name) for name in request.vocabulary)
-        if request.task.uses_regions:
-            return tuple(f"region {index}" for index in range(len(request.regions)))
-        return ()
 
     def _rasterise_regions(self, request: SegmentationRequest) -> list[np.ndarray]:
         height, width = self._sam_inputs.original_size
@@ -194,7 +182,6 @@ class XSamPredictor:
 
     def _encode_request(self, request: SegmentationRequest, timer: StageTimer) -> Condition:
         self._require_image()
-        validate_request(request)
         prompt_masks: list[np.ndarray] = []
         region_tokens = None
         image_tokens = self._image_tokens(timer)
@@ -212,7 +199,7 @@ class XSamPredictor:
             prompt_ids = encode_with_placeholders(self.tokenizer, chat_prompt(question), add_bos=language.add_bos)
         with timer.stage("llm"):
             output = self._run_language_model(request, prompt_ids, image_tokens, region_tokens)
-        labels = output.phrases if request.task is Task.GCG else self._labels_for(request)
+        labels = output.phrases if request.task is Task.GCG else request.labels
         return Condition(
             request=request,
             condition_embeds=output.condition_embeds,
@@ -287,11 +274,14 @@ class XSamPredictor:
         self._require_image()
         request = condition.request
         height, width = self._sam_inputs.original_size
+        thresholds = request.thresholds(self.model.config.postprocess.thresholds_for(request.task))
         result = SegmentationResult(
             task=request.task, instances=[], labels=condition.labels, image_size=(height, width), text=condition.text,
-            condition=condition,
+            condition=condition, thresholds=thresholds,
         )
         if condition.seg_embeds.shape[0] == 0 or condition.condition_embeds.shape[0] == 0:
+            result.message = ("not found: the language model's answer has no <SEG> token" if condition.seg_embeds.shape[0] == 0
+                              else "not found: the answer names no phrase to segment")
             return result
         with timer.stage("decoder"):
             output = self.stages.decode(
@@ -300,73 +290,11 @@ class XSamPredictor:
         geometry = postprocessing.ImageGeometry(
             input_size=self.processor.sam_size, scaled_size=self._sam_inputs.scaled_size, original_size=(height, width)
         )
-        class_logits, mask_logits = output.class_logits[0], output.mask_logits[0]
-        threshold = DEFAULT_SCORE_THRESHOLD if request.score_threshold is None else request.score_threshold
         with timer.stage("postprocess"):
-            task, labels = request.task, condition.labels
-            if task in (Task.REFERRING, Task.REASONING):
-                result.instances = postprocessing.referring(class_logits, mask_logits, geometry, labels, request.mask_threshold)
-            elif task is Task.SEMANTIC:
-                semantic = postprocessing.semantic(class_logits, mask_logits, geometry)
-                result.semantic_map = semantic
-                result.instances = _semantic_instances(semantic, class_logits, labels)
-            elif task is Task.PANOPTIC:
-                stuff = frozenset(
-                    i for i, name in enumerate(labels) if name in {clean_category(s) for s in request.stuff_vocabulary}
-                )
-                result.panoptic_map, result.instances = postprocessing.panoptic(
-                    class_logits, mask_logits, geometry, labels, stuff, threshold
-                )
-            elif task in (Task.INSTANCE, Task.OPEN_VOCABULARY, Task.VGD):
-                result.instances = postprocessing.instance(
-                    class_logits, mask_logits, geometry, labels, threshold, request.mask_threshold
-                )
-            elif task is Task.INTERACTIVE:
-                result.instances = postprocessing.interactive(
-                    class_logits, mask_logits, geometry, labels, condition.prompt_masks[0], threshold,
-                    request.mask_threshold,
-                )
-            elif task is Task.GCG:
-                result.instances = postprocessing.grounded_phrases(
-                    class_logits, mask_logits, geometry, labels, request.mask_threshold
-                )
+            processed = postprocessing.postprocess(
+                request.task, output.class_logits[0], output.mask_logits[0], geometry, condition.labels, thresholds,
+                stuff_labels=request.stuff_indices, prompt_masks=condition.prompt_masks,
+            )
+        result.instances, result.message = processed.instances, processed.message
+        result.semantic_map, result.panoptic_map = processed.semantic_map, processed.panoptic_map
         return result
-
-
-def _semantic_instances(semantic: np.ndarray, class_logits: torch.Tensor, labels: tuple[str, ...]) -> list:
-    """One instance per class present in the semantic map, scored by its best query's probability."""
-    probabilities = postprocessing.class_probabilities(class_logits).max(dim=0).values
-    instances = []
-    for index in np.unique(semantic):
-        mask = semantic == index
-        instances.append(postprocessing.make_instance(mask, int(index), float(probabilities[index]), labels))
-    instances.sort(key=lambda item: -item.score)
-    return instances
-
-
-def validate_request(request: SegmentationRequest) -> None:
-    """Raise ValueError with the fix when a request cannot run."""
-    task = request.task
-    if not isinstance(task, Task):
-        raise ValueError(f"Unknown task {task!r}; use one of {[t.value for t in Task]}.")
-    if len(request.text) > MAX_TEXT_LENGTH:
-        raise ValueError(f"The text has {len(request.text)} characters; the limit is {MAX_TEXT_LENGTH}.")
-    if task in (Task.REFERRING, Task.REASONING) and not request.text.strip():
-        raise ValueError(f"A {task.value} request needs a non-empty text (e.g. 'the red cup').")
-    if task.is_generic:
-        names = [clean_category(name) for name in request.vocabulary]
-        if not names or not all(names):
-            raise ValueError(f"A {task.value} request needs a vocabulary of non-empty class names.")
-        if len(names) > MAX_VOCABULARY:
-            raise ValueError(f"The vocabulary has {len(names)} names; the limit is {MAX_VOCABULARY}.")
-        if len(set(names)) != len(names):
-            raise ValueError(f"The vocabulary has duplicate names: {names}.")
-    if task is Task.INTERACTIVE and len(request.regions) != 1:
-        raise ValueError(f"An interactive request needs exactly one visual prompt, got {len(request.regions)}.")
-    if task is Task.VGD and not request.regions:
-        raise ValueError("A VGD request needs at least one visual prompt.")
-    for name, value in (("score_threshold", request.score_threshold), ("mask_threshold", request.mask_threshold)):
-        if value is not None and not (0.0 <= value <= 1.0):
-            raise ValueError(f"{name} must be in [0, 1], got {value}.")
-    if request.max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {request.max_new_tokens}.")

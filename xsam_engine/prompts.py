@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .requests import Task
+from .requests import Task, clean_category
 
 IMAGE_PLACEHOLDER = "<image>"
 REGION_PLACEHOLDER = "<region>"
@@ -74,13 +74,6 @@ GCG_ANSWER_ENDINGS = ("<SEG>.", "And <SEG>.", "The segmentation mask is <SEG>.",
 
 def wrap_phrase(text: str) -> str:
     return f"{PHRASE_START}{text}{PHRASE_END}"
-
-
-def clean_category(name: str) -> str:
-    """X-SAM's category cleaning: drop -merged/-other/-stuff, '-' -> ' ', lower-case."""
-    for suffix in ("-merged", "-other", "-stuff"):
-        name = name.replace(suffix, "")
-    return name.replace("-", " ").strip().lower()
 
 
 def question_for(

@@ -7,12 +7,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .requests import SegmentationRequest, Task
+from .requests import SegmentationRequest, Task, Thresholds
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Instance:
-    """One segmented instance in the original image's pixel grid.
+    """One segmented instance in the original image's pixel grid (compared by identity: it holds an array).
 
     Attributes:
         mask: (H, W) bool.
@@ -37,9 +37,10 @@ class Instance:
         return int(self.mask.sum())
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Condition:
-    """What the language model produced for a request, reusable on new frames without the LLM.
+    """What the language model produced for a request, reusable on new frames without the LLM
+    (compared by identity: it holds tensors).
 
     Attributes:
         request: the request it answers.
@@ -63,13 +64,13 @@ class Condition:
         return self.request.task
 
 
-@dataclass
+@dataclass(eq=False)
 class SegmentationResult:
-    """Everything one ``segment`` call returns.
+    """Everything one ``segment`` / ``decode`` call returns (compared by identity: it holds arrays).
 
     Attributes:
         task: the task that ran.
-        instances: instances, highest score first.
+        instances: instances, highest score first (every task).
         labels: condition names; ``Instance.class_index`` indexes them.
         semantic_map: (H, W) int32 class index per pixel, -1 = void (SEMANTIC; also PANOPTIC).
         panoptic_map: (H, W) int32, 0 = void, k = instances[k - 1] (PANOPTIC).
@@ -77,6 +78,9 @@ class SegmentationResult:
         condition: the reusable condition (None when the request failed before the LLM).
         timings: seconds per stage, e.g. {"mask_encoder": 0.01, "llm": 0.02, ...}.
         image_size: (H, W) of the original image.
+        thresholds: the effective thresholds the post-processing applied (None before decoding).
+        message: what a caller should know about a successful result, e.g.
+            "not found: best score 0.18 < 0.50" when a referring target is absent; "" otherwise.
     """
 
     task: Task
@@ -88,3 +92,5 @@ class SegmentationResult:
     text: str = ""
     condition: Condition | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    thresholds: Thresholds | None = None
+    message: str = ""

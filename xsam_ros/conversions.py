@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
@@ -32,13 +32,10 @@ from std_msgs.msg import Header
 from xsam_ros.msg import InstanceMask, InstanceMaskArray, SegmentationCommand, StageTiming
 
 from xsam_engine.commands import parse_command
-from xsam_engine.requests import SegmentationRequest, Task, VisualPrompt
+from xsam_engine.requests import MAX_TEXT_LENGTH, RequestError, SegmentationRequest, Task, VisualPrompt
 
 from .geometry import ObjectGeometry
 
-MAX_TEXT_LENGTH = 1000  # characters, as documented in SegmentationCommand.msg
-MAX_PROMPTS = 64
-MAX_VOCABULARY = 256
 
 
 class ConversionError(ValueError):
@@ -206,139 +203,113 @@ CODE_BY_TASK: dict[Task, int] = {task: code for code, task in TASK_BY_CODE.items
 
 
 @dataclass(frozen=True)
-class Thresholds:
-    score: float
-    mask: float
+class ThresholdOverrides:
+    """Thresholds that override the model's defaults (the node's parameters); None = the model's default."""
+
+    score: float | None = None
+    mask: float | None = None
+    overlap: float | None = None
+
+    @staticmethod
+    def from_values(score: float, mask: float, overlap: float) -> ThresholdOverrides:
+        """From parameter or message values: negative or NaN = not set."""
+        return ThresholdOverrides(_set_or_none(score), _set_or_none(mask), _set_or_none(overlap))
+
+    def over(self, fallback: ThresholdOverrides) -> ThresholdOverrides:
+        """These values where set, else `fallback`'s."""
+        return ThresholdOverrides(
+            *(mine if mine is not None else theirs for mine, theirs in (
+                (self.score, fallback.score), (self.mask, fallback.mask), (self.overlap, fallback.overlap))))
+
+    def as_request_fields(self) -> dict[str, float | None]:
+        return {"score_threshold": self.score, "mask_threshold": self.mask, "overlap_threshold": self.overlap}
 
 
-def _override(value: float, default: float, name: str) -> float:
-    """A command's threshold: negative or NaN = the node's parameter; else it must be in [0, 1]."""
+def _set_or_none(value: float) -> float | None:
     value = float(value)
-    if math.isnan(value) or value < 0:
-        return default
-    if value > 1.0 or (name == "mask_threshold" and value in (0.0, 1.0)):
-        raise ConversionError(f"{name} {value} is out of range; use a value in (0, 1), or -1 for the node's default")
-    return value
+    return None if math.isnan(value) or value < 0 else value
 
 
-def check_text(text: str) -> str:
-    if len(text) > MAX_TEXT_LENGTH:
-        raise ConversionError(f"command text has {len(text)} characters; the limit is {MAX_TEXT_LENGTH}")
-    return text
+def _request(**fields) -> SegmentationRequest:
+    """SegmentationRequest(**fields); its own checks raise ConversionError here."""
+    try:
+        return SegmentationRequest(**fields)
+    except RequestError as error:
+        raise ConversionError(str(error)) from error
 
 
 def text_to_request(
-    text: str, default_vocabulary: Sequence[str], stuff_vocabulary: Sequence[str], thresholds: Thresholds
+    text: str, default_vocabulary: Sequence[str], stuff_vocabulary: Sequence[str], thresholds: ThresholdOverrides
 ) -> SegmentationRequest:
     """A natural command ("grasp the red cup") -> request, via xsam_engine.commands.parse_command."""
-    check_text(text)
+    if len(text) > MAX_TEXT_LENGTH:
+        raise ConversionError(f"command text has {len(text)} characters; the limit is {MAX_TEXT_LENGTH}")
     try:
         request = parse_command(text, default_vocabulary, stuff_vocabulary)
+        return replace(request, **thresholds.as_request_fields())
     except ValueError as error:
         raise ConversionError(str(error)) from error
-    return _with_thresholds(request, thresholds)
 
 
-def click_to_request(x: float, y: float, thresholds: Thresholds) -> SegmentationRequest:
+def click_to_request(x: float, y: float, thresholds: ThresholdOverrides) -> SegmentationRequest:
     """A click at pixel (x = column, y = row) -> interactive request with one positive point."""
-    if not (math.isfinite(x) and math.isfinite(y)):
-        raise ConversionError(f"click ({x}, {y}) is not a finite pixel position")
-    return _with_thresholds(SegmentationRequest(Task.INTERACTIVE, regions=(VisualPrompt.point(x, y),)), thresholds)
-
-
-def _with_thresholds(request: SegmentationRequest, thresholds: Thresholds) -> SegmentationRequest:
-    from dataclasses import replace
-
-    return with_stuff_in_vocabulary(
-        replace(request, score_threshold=thresholds.score, mask_threshold=thresholds.mask))
-
-
-def with_stuff_in_vocabulary(request: SegmentationRequest) -> SegmentationRequest:
-    """PANOPTIC: the engine merges only stuff classes that are also in the vocabulary; add them."""
-    from dataclasses import replace
-
-    if request.task is not Task.PANOPTIC:
-        return request
-    missing = tuple(name for name in request.stuff_vocabulary if name not in request.vocabulary)
-    return replace(request, vocabulary=request.vocabulary + missing) if missing else request
+    try:
+        region = VisualPrompt.point(x, y)
+    except RequestError as error:
+        raise ConversionError(f"click ({x}, {y}): {error}") from error
+    return _request(task=Task.INTERACTIVE, regions=(region,), **thresholds.as_request_fields())
 
 
 def _regions(msg: SegmentationCommand) -> list[VisualPrompt]:
+    """The command's visual prompts in message order: one POINT prompt for all points, then boxes,
+    scribbles and masks (each checked by VisualPrompt)."""
     regions: list[VisualPrompt] = []
-    if len(msg.points):
-        labels = list(msg.point_labels)
-        if labels and len(labels) != len(msg.points):
-            raise ConversionError(
-                f"the command has {len(msg.points)} points but {len(labels)} point_labels; give one label per point")
-        if not labels:
-            labels = [1] * len(msg.points)
-        if any(label not in (0, 1) for label in labels):
-            raise ConversionError(f"point_labels must be 1 (positive) or 0 (negative), got {labels}")
-        if 1 not in labels:
-            raise ConversionError("point prompts need at least one positive point (label 1)")
-        coordinates = np.array([[p.x, p.y] for p in msg.points], dtype=np.float64)
-        if not np.all(np.isfinite(coordinates)):
-            raise ConversionError("point prompts must have finite pixel coordinates")
-        regions.append(VisualPrompt.points_with_labels(coordinates, np.array(labels)))
-    elif len(msg.point_labels):
-        raise ConversionError(f"the command has {len(msg.point_labels)} point_labels but no points")
-    for box in msg.boxes:
-        if box.width == 0 or box.height == 0:
-            raise ConversionError(f"box prompt at ({box.x_offset}, {box.y_offset}) has zero width or height")
-        regions.append(VisualPrompt.from_box(
-            box.x_offset, box.y_offset, box.x_offset + box.width, box.y_offset + box.height))
-    for polygon in msg.scribbles:
-        points = np.array([[p.x, p.y] for p in polygon.points], dtype=np.float64).reshape(-1, 2)
-        if points.shape[0] == 0 or not np.all(np.isfinite(points)):
-            raise ConversionError("scribble prompts need at least one finite point")
-        regions.append(VisualPrompt.scribble(points))
+    try:
+        if len(msg.points) or len(msg.point_labels):
+            labels = list(msg.point_labels) or [1] * len(msg.points)
+            regions.append(VisualPrompt.points_with_labels(
+                np.array([[p.x, p.y] for p in msg.points], dtype=np.float64).reshape(-1, 2), np.array(labels)))
+        for box in msg.boxes:
+            regions.append(VisualPrompt.from_box(
+                box.x_offset, box.y_offset, box.x_offset + box.width, box.y_offset + box.height))
+        for polygon in msg.scribbles:
+            regions.append(VisualPrompt.scribble(np.array([[p.x, p.y] for p in polygon.points], dtype=np.float64)))
+    except RequestError as error:
+        raise ConversionError(f"visual prompt {len(regions)}: {error}") from error
     for index, image in enumerate(msg.masks):
         if image.encoding not in ("mono8", "8UC1"):
             raise ConversionError(f"mask prompt {index} has encoding {image.encoding!r}; use mono8 (non-zero = inside)")
         try:
-            mask = _pixel_array(image, 1, np.dtype(np.uint8), None)[..., 0] > 0
-        except ConversionError as error:
+            regions.append(VisualPrompt.from_mask(_pixel_array(image, 1, np.dtype(np.uint8), None)[..., 0] > 0))
+        except (ConversionError, RequestError) as error:
             raise ConversionError(f"mask prompt {index}: {error}") from error
-        regions.append(VisualPrompt.from_mask(mask))
-    if len(regions) > MAX_PROMPTS:
-        raise ConversionError(f"the command has {len(regions)} visual prompts; the limit is {MAX_PROMPTS}")
     return regions
-
-
-def _names(values: Sequence[str], field_name: str) -> tuple[str, ...]:
-    names = tuple(name.strip() for name in values)
-    if len(names) > MAX_VOCABULARY:
-        raise ConversionError(f"{field_name} has {len(names)} names; the limit is {MAX_VOCABULARY}")
-    if any(len(name) > 200 for name in names):
-        raise ConversionError(f"{field_name} has a name longer than 200 characters")
-    if not all(names):
-        raise ConversionError(f"{field_name} contains an empty name")
-    return names
 
 
 def command_to_request(
     msg: SegmentationCommand,
     default_vocabulary: Sequence[str],
     stuff_vocabulary: Sequence[str],
-    thresholds: Thresholds,
+    thresholds: ThresholdOverrides,
 ) -> SegmentationRequest:
-    """SegmentationCommand -> request (see SegmentationCommand.msg); raises ConversionError.
+    """SegmentationCommand -> request (field rules in SegmentationCommand.msg); raises ConversionError.
 
     TASK_AUTO: non-empty ``text`` -> ``parse_command``; otherwise one visual prompt ->
-    INTERACTIVE, several -> VGD; otherwise a vocabulary -> OPEN_VOCABULARY.
-    Generic tasks without a vocabulary use the node's default_vocabulary (and, for PANOPTIC,
-    its stuff_vocabulary).
+    INTERACTIVE, several -> VGD; otherwise a vocabulary -> OPEN_VOCABULARY. Generic tasks
+    without a vocabulary use the node's default_vocabulary (and, for PANOPTIC, its
+    stuff_vocabulary). The command's thresholds (negative = not set) override ``thresholds``.
+    Every check on the content is SegmentationRequest's own.
     """
-    check_text(msg.text)
-    score = _override(msg.score_threshold, thresholds.score, "score_threshold")
-    mask = _override(msg.mask_threshold, thresholds.mask, "mask_threshold")
-    effective = Thresholds(score, mask)
-    vocabulary = _names(msg.vocabulary, "vocabulary")
-    stuff = _names(msg.stuff_vocabulary, "stuff_vocabulary")
+    overrides = ThresholdOverrides.from_values(msg.score_threshold, msg.mask_threshold, msg.overlap_threshold)
+    effective = overrides.over(thresholds)
+    vocabulary, stuff = tuple(msg.vocabulary), tuple(msg.stuff_vocabulary)
     regions = _regions(msg)
     code = int(msg.task)
     if code == SegmentationCommand.TASK_AUTO:
         if msg.text.strip():
+            if regions:
+                raise ConversionError("a TASK_AUTO command with text takes no visual prompts; "
+                                      "send the prompts with TASK_INTERACTIVE or TASK_VGD")
             return text_to_request(msg.text, vocabulary or default_vocabulary, stuff or stuff_vocabulary, effective)
         if regions:
             task = Task.INTERACTIVE if len(regions) == 1 else Task.VGD
@@ -355,45 +326,9 @@ def command_to_request(
         vocabulary = tuple(default_vocabulary)
     if task is Task.PANOPTIC and not stuff:
         stuff = tuple(stuff_vocabulary)
-    request = with_stuff_in_vocabulary(SegmentationRequest(
-        task=task,
-        text=msg.text.strip(),
-        vocabulary=vocabulary if task.is_generic else (),
-        stuff_vocabulary=stuff if task is Task.PANOPTIC else (),
-        regions=tuple(regions) if task.uses_regions else (),
-        score_threshold=score,
-        mask_threshold=mask,
-    ))
-    if task.uses_regions and not regions:
-        raise ConversionError(f"a {task.value} command needs a visual prompt (points, boxes, scribbles or masks)")
-    if not task.uses_regions and regions and code != SegmentationCommand.TASK_AUTO:
-        raise ConversionError(f"a {task.value} command takes no visual prompts; use TASK_INTERACTIVE or TASK_VGD")
-    return request
-
-
-def validate_request(request: SegmentationRequest) -> None:
-    """The engine's own request check, as a ConversionError."""
-    from xsam_engine.predictor import validate_request as engine_validate
-
-    try:
-        engine_validate(request)
-    except ValueError as error:
-        raise ConversionError(str(error)) from error
-
-
-def describe_request(request: SegmentationRequest) -> str:
-    """Short human-readable prompt for a request without text (clicks, visual prompts, vocabularies)."""
-    if request.text:
-        return request.text
-    if request.regions:
-        region = request.regions[0]
-        if region.points is not None and len(region.points) == 1 and region.kind.value == "point":
-            x, y = region.points[0]
-            return f"click ({x:.0f}, {y:.0f})"
-        return f"{request.task.value}: {len(request.regions)} visual prompt(s)"
-    if request.vocabulary:
-        return f"{request.task.value}: " + ", ".join(request.vocabulary)
-    return request.task.value
+    return _request(
+        task=task, text=msg.text, vocabulary=vocabulary, stuff_vocabulary=stuff, regions=tuple(regions),
+        **effective.as_request_fields())
 
 
 # -- results -----------------------------------------------------------------------------------
@@ -465,7 +400,12 @@ def result_to_msg(
         tracking=tracking,
         instances=[instance_to_msg(inst, iid, header, geo) for inst, iid, geo in zip(instances, instance_ids, geometries)],
         vocabulary=list(result.labels),
+        message=result.message,
     )
+    if result.thresholds is not None:
+        message.score_threshold = float(result.thresholds.score)
+        message.mask_threshold = float(result.thresholds.mask)
+        message.overlap_threshold = float(result.thresholds.overlap)
     if publish_label_image:
         kind, labels = label_image(result, instances)
         message.label_image_type = kind

@@ -23,6 +23,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from xsam_engine.requests import THRESHOLD_RANGES, check_threshold, normalise_names
+
 # Classes of the built-in tabletop demo model (xsam_engine.tabletop.catalog); a test keeps
 # them in sync without importing the engine here.
 TABLETOP_CLASSES = ("cup", "mug", "bowl", "bottle", "box", "ball", "can", "plate")
@@ -175,13 +177,21 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         minimum=1, maximum=100, read_only=True),
     # -- inference -----------------------------------------------------------------------------
     ParameterSpec(
-        "score_threshold", FLOAT, 0.5,
-        "Minimum instance score in [0, 1]; a command's own score_threshold overrides it.",
-        minimum=0.0, maximum=1.0),
+        "score_threshold", FLOAT, -1.0,
+        "Score threshold of every task, in [0, 1] (what it gates per task: README 'Thresholds'); "
+        "negative = the model's default for the task. A command's own score_threshold overrides it.",
+        minimum=-1.0, maximum=1.0),
     ParameterSpec(
-        "mask_threshold", FLOAT, 0.5,
-        "Mask probability above which a pixel belongs to an instance; a command's own mask_threshold overrides it.",
-        minimum=0.0, maximum=1.0, exclusive_minimum=True, exclusive_maximum=True),
+        "mask_threshold", FLOAT, -1.0,
+        "Mask probability above which a pixel belongs to an instance, in (0, 1); negative = the model's "
+        "default (0.5 for X-SAM). A command's own mask_threshold overrides it.",
+        minimum=-1.0, maximum=1.0, exclusive_maximum=True),
+    ParameterSpec(
+        "overlap_threshold", FLOAT, -1.0,
+        "Panoptic only, in [0, 1]: a query becomes a segment when the pixels it wins cover more than this "
+        "fraction of its own mask; negative = the model's default (0.8 for X-SAM). A command's own "
+        "overlap_threshold overrides it.",
+        minimum=-1.0, maximum=1.0),
     ParameterSpec(
         "max_instances", INT, 20,
         "At most this many instances (highest scores) per result.",
@@ -250,12 +260,7 @@ def validate(name: str, value: Any) -> str | None:
     if kind == STRING_ARRAY:
         if not isinstance(value, (list, tuple)) or not all(isinstance(item, str) for item in value):
             return f"{name} must be a list of strings, got {value!r}"
-        names = [item.strip() for item in value]
-        if not all(names):
-            return f"{name} must not contain empty names, got {list(value)!r}"
-        if len(set(names)) != len(names):
-            return f"{name} has duplicate names: {list(value)!r}"
-        return None
+        return _extra_check(spec, value)
     if kind == INT:
         if isinstance(value, bool) or not isinstance(value, int):
             return f"{name} must be an integer, got {value!r}"
@@ -270,6 +275,19 @@ def validate(name: str, value: Any) -> str | None:
     if spec.maximum is not None:
         if value > spec.maximum or (spec.exclusive_maximum and value == spec.maximum):
             return f"{name} must be in {spec.range_text}, got {value!r}"
+    return _extra_check(spec, value)
+
+
+def _extra_check(spec: ParameterSpec, value: Any) -> str | None:
+    """The rule a range cannot express: class names follow the engine's request rule; a threshold
+    that is set (>= 0) must be inside the engine's range for it."""
+    try:
+        if spec.kind == STRING_ARRAY:
+            normalise_names(value, spec.name)
+        elif spec.name in THRESHOLD_RANGES and value >= 0:
+            check_threshold(spec.name, value)
+    except ValueError as error:
+        return f"{error} (negative = the model's default)" if spec.kind == FLOAT else str(error)
     return None
 
 

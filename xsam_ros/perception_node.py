@@ -41,7 +41,7 @@ from visualization_msgs.msg import MarkerArray
 from xsam_ros.msg import InstanceMaskArray, SegmentationCommand
 
 from . import conversions, diagnostics, parameters
-from .conversions import ConversionError, Thresholds
+from .conversions import ConversionError, ThresholdOverrides
 from .geometry import GeometryError, check_camera_matrix, object_geometry
 from .markers import delete_all, result_markers
 from .qos import (
@@ -291,8 +291,10 @@ class PerceptionNode(Node):
         self._params = proposed
         return SetParametersResult(successful=True)
 
-    def _thresholds(self) -> Thresholds:
-        return Thresholds(self._params["score_threshold"], self._params["mask_threshold"])
+    def _thresholds(self) -> ThresholdOverrides:
+        """The node's threshold parameters (negative = the model's default), read at each use."""
+        return ThresholdOverrides.from_values(
+            self._params["score_threshold"], self._params["mask_threshold"], self._params["overlap_threshold"])
 
     # -- input callbacks (executor thread: store and return) --------------------------------------
 
@@ -341,17 +343,14 @@ class PerceptionNode(Node):
         try:
             request = conversions.command_to_request(
                 msg, self._params["default_vocabulary"], self._params["stuff_vocabulary"], self._thresholds())
-            conversions.validate_request(request)
         except ConversionError as error:
             self._reject(msg.header, msg.request_id, prompt or "(SegmentationCommand)", str(error), "command")
             return
-        score = float(msg.score_threshold)
-        mask = float(msg.mask_threshold)
         self._submit(Job(
-            request=request, request_id=msg.request_id, prompt=prompt or conversions.describe_request(request),
+            request=request, request_id=msg.request_id, prompt=prompt or request.describe(),
             continuous=bool(msg.continuous), source="command", received=time.monotonic(),
             after_seq=self._worker.frame_seq, header=msg.header,
-            score_override=score if score >= 0 else None, mask_override=mask if mask >= 0 else None))
+            thresholds=ThresholdOverrides.from_values(msg.score_threshold, msg.mask_threshold, msg.overlap_threshold)))
 
     def _on_command_text(self, msg: String) -> None:
         self._stats.count("commands_received")
@@ -360,7 +359,6 @@ class PerceptionNode(Node):
         try:
             request = conversions.text_to_request(
                 text, self._params["default_vocabulary"], self._params["stuff_vocabulary"], self._thresholds())
-            conversions.validate_request(request)
         except ConversionError as error:
             self._reject(header, "", text, str(error), "command_text")
             return
@@ -383,7 +381,7 @@ class PerceptionNode(Node):
             self._reject(header, "click", f"click ({x}, {y})", str(error), source)
             return
         self._submit(Job(
-            request=request, request_id="click", prompt=conversions.describe_request(request), continuous=False,
+            request=request, request_id="click", prompt=request.describe(), continuous=False,
             source=source, received=time.monotonic(), after_seq=self._worker.frame_seq, header=header))
 
     def _reject(self, header: Header, request_id: str, prompt: str, error: str, source: str) -> None:
@@ -599,10 +597,10 @@ class PerceptionNode(Node):
 
     def _run_tracked(self, context: FrameContext, tracked: TrackedCommand) -> None:
         job = tracked.job
-        score = job.score_override if job.score_override is not None else self._params["score_threshold"]
-        mask = job.mask_override if job.mask_override is not None else self._params["mask_threshold"]
+        # The command's own thresholds, else the node's parameters as they are now, else the model's.
+        thresholds = (job.thresholds or ThresholdOverrides()).over(self._thresholds())
         try:
-            result = self._predictor.decode(tracked.condition, score_threshold=score, mask_threshold=mask)
+            result = self._predictor.decode(tracked.condition, **thresholds.as_request_fields())
         except Exception as error:
             self._engine_error(context, job, error)
             return

@@ -41,7 +41,7 @@ class Job:
         received: time.monotonic() of arrival.
         after_seq: only frames with a larger sequence number answer it (the next frame).
         header: the command's header (used for answers that no image belongs to).
-        score_override / mask_override: the command's own thresholds (None = node parameters,
+        thresholds: the command's own thresholds (unset ones fall back to the node's parameters,
             read again on every tracked frame so runtime parameter changes apply).
     """
 
@@ -53,8 +53,7 @@ class Job:
     received: float
     after_seq: int
     header: Any = None
-    score_override: float | None = None
-    mask_override: float | None = None
+    thresholds: Any = None
 
 
 @dataclass(eq=False)

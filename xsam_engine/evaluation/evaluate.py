@@ -39,7 +39,12 @@ from .metrics import (
 
 HELD_OUT_FIRST_SEED = 900_000_000
 PROMPT_KINDS = (PromptKind.POINT, PromptKind.SCRIBBLE, PromptKind.BOX, PromptKind.MASK)
-RANKED_TASKS = (Task.INSTANCE, Task.OPEN_VOCABULARY, Task.VGD, Task.PANOPTIC)
+# X-SAM's evaluation thresholds (spec section 8, CFG-A eval presets): score 0 for every task (the
+# official referring, reasoning, semantic and GCG post-processing ignore the threshold, which our
+# contract expresses as 0; instance / VGD / panoptic presets are 0.0), except interactive, which
+# the official evaluation runs at 0.5. Deployment defaults are the model's (XSamPostProcessConfig).
+EVALUATION_SCORE_THRESHOLD = 0.0
+INTERACTIVE_EVALUATION_SCORE_THRESHOLD = 0.5
 
 
 @dataclass
@@ -129,9 +134,8 @@ def evaluate_model(
                 sample = sample_task(scene, task, rng, template_index=0, prompt_kind=kind)
                 if sample is None:
                     continue
-                request = sample.request
-                if task in RANKED_TASKS:
-                    request = replace(request, score_threshold=0.0)
+                request = replace(sample.request, score_threshold=(
+                    INTERACTIVE_EVALUATION_SCORE_THRESHOLD if task is Task.INTERACTIVE else EVALUATION_SCORE_THRESHOLD))
                 if task.generates_text:
                     request = replace(request, max_new_tokens=48)
                 started = time.perf_counter()
