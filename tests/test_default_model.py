@@ -78,3 +78,21 @@ def test_cli_grasps_the_red_cup(tmp_path) -> None:
     changed = np.abs(overlay.astype(int) - scene.image[..., ::-1].astype(int)).sum(axis=2) > 30
     assert changed[truth].mean() > 0.5  # the cup is painted
     assert "tabletop demo model" in completed.stderr
+
+
+def test_cli_segment_everything_with_stuff_segments_the_table(tmp_path) -> None:
+    """Issue 12: `segment ... "segment everything" --vocabulary cup,bowl --stuff table` never segmented
+    the table (the stuff class was not in the vocabulary). The request now merges stuff classes
+    into the vocabulary itself, for the CLI, the node and any caller."""
+    scene = generate_scene(23, width=320, height=240)
+    image_path = tmp_path / "scene.png"
+    cv2.imwrite(str(image_path), scene.image[..., ::-1])
+    completed = subprocess.run(
+        [sys.executable, "-m", "xsam_engine", "segment", str(image_path), "segment everything",
+         "--vocabulary", "cup,bowl", "--stuff", "table"],
+        capture_output=True, text=True, check=True, timeout=120,
+    )
+    output = json.loads(completed.stdout)
+    assert output["task"] == "panoptic" and output["labels"] == ["cup", "bowl", "table"]
+    table = [i for i in output["instances"] if i["label"] == "table"]
+    assert len(table) == 1 and table[0]["area"] >= 0.5 * scene.table_mask().sum()
