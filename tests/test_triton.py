@@ -55,10 +55,10 @@ class Served:
     def local(self) -> XSamPredictor:
         return XSamPredictor(self.model, self.tokenizer, stages=OnnxRuntimeStages(self.onnx_dir, self.model.config))
 
-    def remote(self, protocol: str = "grpc", timeout_s: float = 10.0, fallback=None) -> XSamPredictor:
+    def remote(self, protocol: str = "grpc", timeout_s: float = 10.0, fallback=None, frame_ensemble: bool = True) -> XSamPredictor:
         url = self.server.grpc_url if protocol == "grpc" else self.server.http_url
-        stages = TritonStages(self.model.config, TritonOptions(url=url, protocol=protocol, timeout_s=timeout_s),
-                              fingerprint=model_fingerprint(self.model), fallback=fallback)
+        options = TritonOptions(url=url, protocol=protocol, timeout_s=timeout_s, frame_ensemble=frame_ensemble)
+        stages = TritonStages(self.model.config, options, fingerprint=model_fingerprint(self.model), fallback=fallback)
         return XSamPredictor(self.model, self.tokenizer, stages=stages)
 
 
@@ -90,9 +90,10 @@ def _assert_same_masks(local: XSamPredictor, remote: XSamPredictor, images: list
         assert not row.notes, row  # same answer text (generation saw the same image tokens), same messages
 
 
-def test_every_task_on_the_tiny_model_matches_the_local_backend(tiny):
+@pytest.mark.parametrize("frame_ensemble", [True, False], ids=["xsam_frame ensemble", "one call per stage"])
+def test_every_task_on_the_tiny_model_matches_the_local_backend(tiny, frame_ensemble):
     # Each task on frame 1, then its condition tracked on frame 2 (decoder only).
-    _assert_same_masks(tiny.local(), tiny.remote(), [scene_image(1), scene_image(2)])
+    _assert_same_masks(tiny.local(), tiny.remote(frame_ensemble=frame_ensemble), [scene_image(1), scene_image(2)])
 
 
 def test_every_task_on_the_shipped_model_matches_the_local_backend(shipped):
@@ -214,7 +215,7 @@ def test_missing_model_and_foreign_weights_are_named(tiny, tmp_path):
         TritonStages(other.config, TritonOptions(url=tiny.server.grpc_url), fingerprint=model_fingerprint(other))
     partial = tmp_path / "partial"
     partial.mkdir()
-    for name in ("mask_encoder", "vision_encoder", "pixel_decoder", "mask_decoder"):
+    for name in ("mask_encoder", "vision_encoder", "pixel_decoder", "mask_decoder", "xsam_frame"):
         (partial / name).symlink_to(tiny.repository / name)
     with LocalTritonServer(partial) as server:
         with pytest.raises(RuntimeError, match=rf"grpc://{server.grpc_url} has no ready model\(s\) \['region_encoder'\]"):
@@ -227,11 +228,11 @@ def test_two_client_processes_share_one_server(tiny, tmp_path):
     frames = 4
     client = grpcclient.InferenceServerClient(tiny.server.grpc_url)
 
-    def encoder_count() -> int:
-        stats = client.get_inference_statistics("mask_encoder", as_json=True)["model_stats"][0]
-        return int(stats.get("inference_count", 0))
+    def counts() -> tuple[int, int]:
+        stats = [client.get_inference_statistics(m, as_json=True)["model_stats"][0] for m in ("mask_encoder", "xsam_frame")]
+        return tuple(int(s.get("inference_count", 0)) for s in stats)
 
-    before = encoder_count()
+    before = counts()
     outputs = [tmp_path / f"client{i}.json" for i in range(2)]
     script = Path(__file__).with_name("triton_client_process.py")
     processes = [subprocess.Popen([sys.executable, str(script), tiny.server.grpc_url, str(frames), str(out)])
@@ -241,6 +242,9 @@ def test_two_client_processes_share_one_server(tiny, tmp_path):
     expected = track(tiny.local(), frames)
     for out in outputs:
         assert json.loads(out.read_text())["frames"] == expected
-    # Each client encoded 1 + `frames` images on the server.
-    assert encoder_count() - before == 2 * (1 + frames)
+    # Per client: the command frame runs xsam_frame once and mask_encoder once more for the LLM's
+    # SAM tokens; each tracked frame runs xsam_frame (whose first step is mask_encoder) once.
+    after = counts()
+    assert after[1] - before[1] == 2 * (1 + frames)
+    assert after[0] - before[0] == 2 * (1 + 1 + frames)
     client.close()

@@ -34,7 +34,20 @@ def _config(folder) -> model_config_pb2.ModelConfig:
 def test_configs_have_the_graphs_names_dims_dtypes_and_batching(tiny, tmp_path, platform):
     options = RepositoryOptions(platform=platform, max_batch_size=4, max_queue_delay_us=300, instance_count=2)
     folders = write_triton_repository(tiny, tmp_path, options)
-    assert list(folders) == list(GRAPH_NAMES)
+    assert list(folders) == [*GRAPH_NAMES, "xsam_frame"]
+    ensemble = _config(folders.pop("xsam_frame"))
+    assert ensemble.platform == "ensemble" and ensemble.max_batch_size == 4
+    assert [i.name for i in ensemble.input] == ["pixel_values", "condition_embeds", "seg_embeds"]
+    assert [o.name for o in ensemble.output] == ["class_logits", "mask_logits"]
+    steps = ensemble.ensemble_scheduling.step
+    assert [step.model_name for step in steps] == ["mask_encoder", "pixel_decoder", "mask_decoder"]
+    # The pyramid goes encoder -> pixel decoder and the features pixel decoder -> mask decoder, inside the server.
+    levels = len(tiny.config.mask_encoder.feature_sizes)
+    assert dict(steps[0].output_map) == {f"pyramid_{i}": f"_pyramid_{i}" for i in range(levels)}
+    assert dict(steps[1].input_map) == dict(steps[0].output_map)
+    assert dict(steps[1].output_map)["mask_features"] == dict(steps[2].input_map)["mask_features"] == "_mask_features"
+    assert dict(steps[2].input_map)["condition_embeds"] == "condition_embeds"
+    assert dict(steps[2].output_map) == {"class_logits": "class_logits", "mask_logits": "mask_logits"}
     c = tiny.config
     S, s = c.mask_encoder.image_size, c.vision.image_size
     llm, hidden, queries = c.language.hidden_size, c.decoder.hidden_dim, c.decoder.num_queries
@@ -119,8 +132,9 @@ def test_export_command_writes_a_repository_of_the_shipped_model(tmp_path):
 
     assert main(["--triton-repository", str(tmp_path), "--triton-platform", "onnxruntime_onnx", "--max-batch-size", "2"]) == 0
     model, _ = load_pretrained(None, device="cpu", dtype=torch.float32)
-    for name in GRAPH_NAMES:
+    for name in (*GRAPH_NAMES, "xsam_frame"):
         config = _config(tmp_path / name)
-        assert config.max_batch_size == 2 and config.platform == "onnxruntime_onnx"
+        assert config.max_batch_size == 2
+        assert config.platform == ("ensemble" if name == "xsam_frame" else "onnxruntime_onnx")
         assert config.parameters["xsam_fingerprint"].string_value == model_fingerprint(model)
     assert main(["--triton-repository", str(tmp_path), "--max-batch-size", "0"]) == 2

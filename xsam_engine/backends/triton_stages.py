@@ -15,6 +15,12 @@ The server serves the repository written by `python -m xsam_engine.export --trit
   tries once more (a gRPC channel would otherwise wait out its reconnect back-off, which grows
   to minutes); if that fails too, `TritonUnavailableError` (a RuntimeError) names the server URL.
   The next call tries again, so the stages recover as soon as the server is back.
+* Tracked frames (`frame_ensemble`, default on): `encode_mask_image` / `encode_pixels` only keep
+  the pixels, and `decode` sends them with the condition to the server's `xsam_frame` ensemble
+  (mask encoder -> pixel decoder -> mask decoder), so the SAM pyramid and the pixel features
+  never cross the network (released model: 25.7 MB per frame instead of 233 MB). The SAM tokens
+  for the LLM are fetched from `mask_encoder` only when a command needs them. The predictor's
+  stage timings then show the whole frame under "decoder".
 * Fallback (only when given): while the server is unreachable, the graphs run on `fallback`
   (local ONNX Runtime / TensorRT / PyTorch graphs) and the server is retried every
   `retry_interval_s`. Without one, errors propagate: nothing is silently computed elsewhere.
@@ -24,15 +30,16 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from ..export.graphs import GRAPH_NAMES, graph_specs
-from ..triton.repository import FINGERPRINT_PARAMETER
-from .common import ExportedGraphStages
+from ..export.graphs import GRAPH_NAMES, GraphSpec, graph_specs
+from ..modeling_outputs import MaskEncoderOutput, PixelDecoderOutput, SegDecoderOutput
+from ..triton.repository import FINGERPRINT_PARAMETER, FRAME_MODEL
+from .common import AcceleratedMaskEncoderOutput, ExportedGraphStages
 
 if TYPE_CHECKING:
     from ..configuration_xsam import XSamConfig
@@ -61,6 +68,8 @@ class TritonOptions:
             `certificate_chain` (PEM files). HTTP: `root_certificates` is the CA file of an
             `ssl.create_default_context`.
         retry_interval_s: with a fallback, how long to stay on it before trying the server again.
+        frame_ensemble: run tracked frames through the server's `xsam_frame` ensemble (features stay
+            on the server); False = one call per stage (the features travel).
     """
 
     url: str = "127.0.0.1:8001"
@@ -71,6 +80,7 @@ class TritonOptions:
     private_key: str | None = None
     certificate_chain: str | None = None
     retry_interval_s: float = 2.0
+    frame_ensemble: bool = True
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -115,6 +125,27 @@ def _is_timeout(error: Exception) -> bool:
     return isinstance(error, TimeoutError) or "timeout" in type(error).__name__.lower()
 
 
+@dataclass
+class RemoteMaskEncoderOutput(AcceleratedMaskEncoderOutput):
+    """Frame mode: the SAM encoder has not run here; `pixel_values` (1, 3, S, S) go to the server."""
+
+    pixel_values: torch.Tensor | None = field(default=None)
+
+
+@dataclass
+class RemotePixelFeatures(PixelDecoderOutput):
+    """Frame mode: the pixel features live on the server; `decode` sends `pixel_values` again."""
+
+    pixel_values: torch.Tensor | None = field(default=None)
+
+
+def frame_spec(specs: dict[str, GraphSpec]) -> GraphSpec:
+    """Inputs / outputs of the `xsam_frame` ensemble (repository.render_frame_ensemble)."""
+    decoder = {t.name: t for t in specs["mask_decoder"].inputs}
+    inputs = (specs["mask_encoder"].inputs[0], decoder["condition_embeds"], decoder["seg_embeds"])
+    return GraphSpec(FRAME_MODEL, inputs, specs["mask_decoder"].outputs)
+
+
 class TritonStages(ExportedGraphStages):
     """The five graphs on a Triton server; outputs come back as torch tensors in `dtype` on `device`.
 
@@ -146,6 +177,7 @@ class TritonStages(ExportedGraphStages):
         self.fingerprint = fingerprint
         self.fallback = fallback
         self.specs = graph_specs(config)
+        self.specs[FRAME_MODEL] = frame_spec(self.specs)
         self.model_inputs: dict[str, list[str]] = {}
         self.last_error: str | None = None
         self.using_fallback = False
@@ -225,7 +257,7 @@ class TritonStages(ExportedGraphStages):
     def check_models(self) -> None:
         """Server and every graph model ready, serving this model's weights; records each model's inputs."""
         missing, foreign = [], []
-        for name in GRAPH_NAMES:
+        for name in self.served_models:
             if not self._call(f"the readiness check of model {name!r}", "is_model_ready", name):
                 missing.append(name)
                 continue
@@ -238,8 +270,8 @@ class TritonStages(ExportedGraphStages):
             self.model_inputs[name] = [tensor["name"] for tensor in metadata["inputs"]]
         if missing:
             raise RuntimeError(
-                f"Triton server {self.options.display} has no ready model(s) {missing} of the {len(GRAPH_NAMES)} X-SAM graphs "
-                f"{list(GRAPH_NAMES)}; serve the repository written by `python -m xsam_engine.export --triton-repository DIR` "
+                f"Triton server {self.options.display} has no ready model(s) {missing} of the X-SAM models "
+                f"{list(self.served_models)}; serve the repository written by `python -m xsam_engine.export --triton-repository DIR` "
                 "(tritonserver --model-repository DIR) and check the server log for load errors."
             )
         if foreign:
@@ -249,29 +281,79 @@ class TritonStages(ExportedGraphStages):
             )
         self._checked = True
 
+    @property
+    def served_models(self) -> tuple[str, ...]:
+        return GRAPH_NAMES + ((FRAME_MODEL,) if self.options.frame_ensemble else ())
+
     def _as_json(self) -> dict:
         return {"as_json": True} if self.options.protocol == "grpc" else {}
 
     # -- inference -----------------------------------------------------------------------------
 
-    def run_graph(self, name: str, **inputs: torch.Tensor) -> list[torch.Tensor]:
-        """Run one graph on the server (or on the fallback while the server is unreachable)."""
+    # -- frame mode (the `xsam_frame` ensemble) --------------------------------------------------
+
+    def encode_mask_image(self, pixel_values: torch.Tensor) -> MaskEncoderOutput:
+        if not self.options.frame_ensemble:
+            return super().encode_mask_image(pixel_values)
+        return RemoteMaskEncoderOutput(projector_input=None, multi_scale_features=(), pixel_values=pixel_values)
+
+    def encode_pixels(self, mask_output: MaskEncoderOutput) -> PixelDecoderOutput:
+        pixels = getattr(mask_output, "pixel_values", None)
+        if pixels is None:
+            return super().encode_pixels(mask_output)
+        return RemotePixelFeatures(mask_features=None, multi_scale_features=(), pixel_values=pixels)
+
+    def sam_tokens(self, mask_output: MaskEncoderOutput) -> torch.Tensor:
+        pixels = getattr(mask_output, "pixel_values", None)
+        if pixels is not None and mask_output.sam_tokens is None:  # a command on this frame: fetch them once
+            mask_output.sam_tokens = self.run_graph("mask_encoder", outputs=("sam_tokens",), pixel_values=pixels)[0]
+        return super().sam_tokens(mask_output)
+
+    def decode(
+        self, pixel_features: PixelDecoderOutput, condition_embeds: torch.Tensor, seg_embeds: torch.Tensor
+    ) -> SegDecoderOutput:
+        pixels = getattr(pixel_features, "pixel_values", None)
+        if pixels is None:
+            return super().decode(pixel_features, condition_embeds, seg_embeds)
+        class_logits, mask_logits = self.run_graph(
+            FRAME_MODEL, pixel_values=pixels, condition_embeds=condition_embeds, seg_embeds=seg_embeds
+        )
+        return SegDecoderOutput(class_logits=class_logits, mask_logits=mask_logits)
+
+    # -- inference -----------------------------------------------------------------------------
+
+    def run_graph(self, name: str, outputs: tuple[str, ...] | None = None, **inputs: torch.Tensor) -> list[torch.Tensor]:
+        """Run one graph (or `xsam_frame`) on the server, or on the fallback while it is unreachable.
+
+        `outputs`: names of the outputs to fetch (default: all, in the spec's order).
+        """
         if self.fallback is not None and self.using_fallback and time.monotonic() < self._retry_at:
-            return self.fallback.run_graph(name, **inputs)
+            return self._run_locally(name, outputs, inputs)
         try:
             if not self._checked:  # a fallback start with the server down: check on first contact
                 self.check_models()
-            outputs = self._infer(name, inputs)
+            results = self._infer(name, inputs, outputs)
         except TritonUnavailableError as error:
             self.last_error = str(error)
             if self.fallback is None:
                 raise
             self._use_fallback(error)
-            return self.fallback.run_graph(name, **inputs)
+            return self._run_locally(name, outputs, inputs)
         if self.using_fallback:
             logger.warning("Triton server %s is back; image stages run there again.", self.options.display)
         self.using_fallback, self.last_error = False, None
-        return outputs
+        return results
+
+    def _run_locally(self, name: str, outputs: tuple[str, ...] | None, inputs: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        fallback = self.fallback
+        if name == FRAME_MODEL:
+            pixel_features = fallback.encode_pixels(fallback.encode_mask_image(inputs["pixel_values"]))
+            decoded = fallback.decode(pixel_features, inputs["condition_embeds"], inputs["seg_embeds"])
+            results = [decoded.class_logits, decoded.mask_logits]
+        else:
+            results = fallback.run_graph(name, **inputs)
+        names = self.specs[name].output_names
+        return [results[names.index(n)] for n in outputs] if outputs else results
 
     def _use_fallback(self, error: Exception) -> None:
         self.last_error = str(error)
@@ -280,7 +362,7 @@ class TritonStages(ExportedGraphStages):
         self.using_fallback = True
         self._retry_at = time.monotonic() + self.options.retry_interval_s
 
-    def _infer(self, name: str, inputs: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+    def _infer(self, name: str, inputs: dict[str, torch.Tensor], outputs: tuple[str, ...] | None = None) -> list[torch.Tensor]:
         if self.options.protocol == "grpc":
             import tritonclient.grpc as protocol
         else:
@@ -293,9 +375,10 @@ class TritonStages(ExportedGraphStages):
             tensor = protocol.InferInput(input_name, list(array.shape), "FP32")
             tensor.set_data_from_numpy(array)
             infer_inputs.append(tensor)
-        requested = [protocol.InferRequestedOutput(n) for n in spec.output_names]
+        names = list(outputs or spec.output_names)
+        requested = [protocol.InferRequestedOutput(n) for n in names]
         result = self._call(f"model {name!r}", "infer", name, infer_inputs, outputs=requested)
-        return [torch.from_numpy(np.array(result.as_numpy(n))).to(self.device, self.dtype) for n in spec.output_names]
+        return [torch.from_numpy(np.array(result.as_numpy(n))).to(self.device, self.dtype) for n in names]
 
     def close(self) -> None:
         self.reset_client()

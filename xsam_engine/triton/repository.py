@@ -7,7 +7,14 @@ writes one Triton model per graph (`GRAPH_NAMES`):
     /models/<graph>/config.pbtxt      names, dims, dtypes, batching, instances, platform
     /models/<graph>/1/<graph>.onnx    (+ .onnx.data: the weights as external data)
     /models/<graph>/1/model.py        platform "python" only (ONNX Runtime inside Triton's Python backend)
+    /models/xsam_frame/config.pbtxt   ensemble: mask encoder -> pixel decoder -> mask decoder
     /models/build_plans.sh            platform "tensorrt_plan" only (trtexec on the server's GPU)
+
+`xsam_frame` is a Triton ensemble (scheduled by the server core, no backend of its own) that
+runs a whole frame: pixels and the cached condition in, class and mask logits out. The SAM
+pyramid and the pixel-decoder features (released model: 71 + 39 MB in float32) then never leave
+the server; a tracked frame costs 12.6 MB up and 13.1 MB down instead of 233 MB for the five
+stage calls (docs/fleet.md, "Network per camera").
 
 Batching: the graphs are exported with a dynamic leading `batch` axis (`graph_specs(config,
 batch_axis=True)`); each image / request is independent along it, so `max_batch_size` > 0 and
@@ -37,6 +44,7 @@ from ..tensorrt.profiles import DEFAULT_MAX_CONDITIONS, DEFAULT_OPT_CONDITIONS, 
 logger = logging.getLogger(__name__)
 
 PLATFORMS = ("onnxruntime_onnx", "tensorrt_plan", "python")
+FRAME_MODEL = "xsam_frame"
 INSTANCE_KINDS = ("gpu", "cpu")
 FINGERPRINT_PARAMETER = "xsam_fingerprint"
 VERSION = "1"
@@ -124,6 +132,40 @@ def render_config(
     )
 
 
+def render_frame_ensemble(
+    specs: dict[str, GraphSpec], inputs_by_graph: dict[str, list[TensorSpec]], options: RepositoryOptions, fingerprint: str
+) -> str:
+    """config.pbtxt of the `xsam_frame` ensemble: mask_encoder -> pixel_decoder -> mask_decoder.
+
+    Intermediate tensors are named `_<tensor>`; the mask decoder's condition inputs and its two
+    outputs are the ensemble's own. Only inputs the exported graphs declare are mapped.
+    """
+    decoder = {t.name: t for t in inputs_by_graph["mask_decoder"]}
+    inputs = [inputs_by_graph["mask_encoder"][0], decoder["condition_embeds"], decoder["seg_embeds"]]
+
+    def step(model: str, input_map: dict[str, str], output_map: dict[str, str]) -> str:
+        pairs = [f'      input_map {{ key: "{k}" value: "{v}" }}' for k, v in input_map.items()]
+        pairs += [f'      output_map {{ key: "{k}" value: "{v}" }}' for k, v in output_map.items()]
+        return f'    {{\n      model_name: "{model}"\n      model_version: -1\n' + "\n".join(pairs) + "\n    }"
+
+    pyramid = [t.name for t in inputs_by_graph["pixel_decoder"]]
+    features = [t.name for t in inputs_by_graph["mask_decoder"] if t.name not in ("condition_embeds", "seg_embeds")]
+    steps = [
+        step("mask_encoder", {"pixel_values": "pixel_values"}, {n: f"_{n}" for n in pyramid}),
+        step("pixel_decoder", {n: f"_{n}" for n in pyramid}, {n: f"_{n}" for n in features}),
+        step("mask_decoder", {**{n: f"_{n}" for n in features}, "condition_embeds": "condition_embeds", "seg_embeds": "seg_embeds"},
+             {n: n for n in specs["mask_decoder"].output_names}),
+    ]
+    return (
+        f"# X-SAM tracked frame: mask_encoder -> pixel_decoder -> mask_decoder on the server (features stay here).\n"
+        f'name: "{FRAME_MODEL}"\nplatform: "ensemble"\nmax_batch_size: {options.max_batch_size}\n'
+        f"input {_tensor_block(inputs)}\n"
+        f"output {_tensor_block(list(specs['mask_decoder'].outputs))}\n"
+        "ensemble_scheduling {\n  step [\n" + ",\n".join(steps) + "\n  ]\n}\n"
+        f"parameters {_parameters({FINGERPRINT_PARAMETER: fingerprint})}\n"
+    )
+
+
 def onnx_input_names(path: str | Path) -> list[str]:
     """Input names of an exported graph (the exporter drops inputs a graph never reads)."""
     import onnx
@@ -160,6 +202,12 @@ def write_triton_repository(model, directory: str | Path, options: RepositoryOpt
             parameters.update(onnx_file=path.name, intra_op_threads=str(options.python_threads))
         (folder / "config.pbtxt").write_text(render_config(specs[name], inputs, options, parameters))
         folders[name] = folder
+    frame = directory / FRAME_MODEL
+    if frame.exists():
+        shutil.rmtree(frame)
+    (frame / VERSION).mkdir(parents=True)  # an ensemble has an empty version folder
+    (frame / "config.pbtxt").write_text(render_frame_ensemble(specs, inputs_by_graph, options, fingerprint))
+    folders[FRAME_MODEL] = frame
     if options.platform == "tensorrt_plan":
         script = directory / "build_plans.sh"
         script.write_text(build_plans_script(inputs_by_graph, options, model.config.sampler_num_points))
@@ -168,6 +216,7 @@ def write_triton_repository(model, directory: str | Path, options: RepositoryOpt
         "fingerprint": fingerprint, "platform": options.platform, "opset": OPSET,
         "graphs": {name: {"bytes": sum(p.stat().st_size for p in onnx_files(folders[name] / VERSION / f"{name}.onnx"))}
                    for name in GRAPH_NAMES},
+        "ensembles": [FRAME_MODEL],
     }
     logger.info("Wrote the Triton model repository %s: %s", directory, json.dumps(summary))
     return folders
