@@ -248,3 +248,20 @@ def test_two_client_processes_share_one_server(tiny, tmp_path):
     assert after[1] - before[1] == 2 * (1 + frames)
     assert after[0] - before[0] == 2 * (1 + 1 + frames)
     client.close()
+
+
+def test_grpc_tls_with_the_servers_certificate(tiny, tmp_path):
+    # A self-signed certificate for 127.0.0.1; the server speaks TLS on gRPC, the client trusts that certificate.
+    key, cert = tmp_path / "server.key", tmp_path / "server.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+    tls = ("--grpc-use-ssl=true", f"--grpc-server-cert={cert}", f"--grpc-server-key={key}")
+    with LocalTritonServer(tiny.repository, extra_args=tls) as server:
+        options = TritonOptions(url=server.grpc_url, ssl=True, root_certificates=str(cert), timeout_s=10.0)
+        assert options.display == f"grpcs://{server.grpc_url}"
+        stages = TritonStages(tiny.model.config, options, fingerprint=model_fingerprint(tiny.model))
+        remote = XSamPredictor(tiny.model, tiny.tokenizer, stages=stages)
+        _assert_same_masks(tiny.local(), remote, [scene_image(4)], tasks=(Task.REFERRING,))
+        with pytest.raises(TritonUnavailableError, match=rf"grpc://{server.grpc_url}"):  # plaintext to a TLS port
+            TritonStages(tiny.model.config, TritonOptions(url=server.grpc_url, timeout_s=3.0))

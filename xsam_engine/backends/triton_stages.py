@@ -101,13 +101,6 @@ class TritonOptions:
         return f"{self.protocol}{'s' if self.ssl else ''}://{self.url}"
 
 
-def _read(path: str | None) -> bytes | None:
-    if path is None:
-        return None
-    with open(path, "rb") as handle:
-        return handle.read()
-
-
 def _is_unreachable(error: Exception) -> bool:
     """Connection-level failures (retry with a new client) vs answers from the server."""
     from tritonclient.utils import InferenceServerException

@@ -75,6 +75,7 @@ class LocalTritonServer:
         start_timeout_s: deadline for every model to be ready.
         exit_timeout_s: grace period of a clean stop before SIGKILL.
         log_path: server log (default: a file in the private work directory).
+        extra_args: more `tritonserver` options (e.g. `--grpc-use-ssl=true ...`).
     """
 
     def __init__(
@@ -85,6 +86,7 @@ class LocalTritonServer:
         start_timeout_s: float = 120.0,
         exit_timeout_s: float = 10.0,
         log_path: str | Path | None = None,
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         self.repository = Path(repository)
         self.grpc_port = grpc_port or free_port()
@@ -93,6 +95,7 @@ class LocalTritonServer:
         self.exit_timeout_s = exit_timeout_s
         self.workdir = Path(tempfile.mkdtemp(prefix="xsam-triton-"))
         self.log_path = Path(log_path) if log_path else self.workdir / "tritonserver.log"
+        self.extra_args = tuple(extra_args)
         self.process: subprocess.Popen | None = None
         self._shm_prefix = ""
         self._backends = self._backend_directory()
@@ -137,6 +140,7 @@ class LocalTritonServer:
             "--allow-metrics=false",
             f"--exit-timeout-secs={max(1, int(self.exit_timeout_s) - 1)}",
             f"--backend-config=python,shm-region-prefix-name={self._shm_prefix}",
+            *self.extra_args,
         ]
 
     def start(self) -> LocalTritonServer:
