@@ -40,6 +40,8 @@ from std_srvs.srv import SetBool, Trigger
 from visualization_msgs.msg import MarkerArray
 from xsam_ros.msg import InstanceMaskArray, SegmentationCommand
 
+from xsam_engine.commands import is_tracking_command
+
 from . import conversions, diagnostics, parameters
 from .conversions import ConversionError, Thresholds
 from .geometry import GeometryError, check_camera_matrix, object_geometry
@@ -53,7 +55,6 @@ from .worker import Batch, InferenceWorker, Job, TrackedCommand
 
 NODE_NAME = "perception_node"
 DEPTH_BUFFER = 10
-TRACKING_WORDS = ("track ", "follow ", "keep tracking ")
 
 
 class EngineLogHandler(logging.Handler):
@@ -364,7 +365,7 @@ class PerceptionNode(Node):
         except ConversionError as error:
             self._reject(header, "", text, str(error), "command_text")
             return
-        continuous = text.strip().lower().startswith(TRACKING_WORDS)
+        continuous = is_tracking_command(text)
         self._submit(Job(
             request=request, request_id="", prompt=text.strip(), continuous=continuous, source="command_text",
             received=time.monotonic(), after_seq=self._worker.frame_seq, header=header))
