@@ -136,8 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     predictor, _ = create_predictor(args.model, backend=args.backend, device=args.device)
-    predictor.set_image(bgr, image_format="BGR")
     try:
+        predictor.set_image(bgr, image_format="BGR")
         result = predictor.segment(request)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -561,10 +561,11 @@ class PerceptionNode(Node):
             text = f"the model could not encode the {rgb.shape[1]}x{rgb.shape[0]} image: {type(error).__name__}: {error}"
             self._log_problem("error", "set_image", text)
             self._stats.error(text)
+            size = (rgb.shape[0], rgb.shape[1])
             for job in jobs:
-                self._publish_error(job, text, header)
+                self._publish_error(job, text, header, size)
             if tracked is not None:
-                self._publish_error(tracked.job, text, header)
+                self._publish_error(tracked.job, text, header, size)
             return
         replaced = False
         for job in jobs:
