@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..masks import mask_iou
+
 COCO_IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 COCO_RECALL_THRESHOLDS = np.linspace(0.0, 1.0, 101)
 _PQ_MATCH_IOU = 0.5
@@ -29,15 +31,6 @@ _PQ_VOID_FRACTION = 0.5
 
 # ---------------------------------------------------------------------------------------------
 # Binary masks: referring, reasoning, interactive
-
-
-def mask_iou(pred: np.ndarray, gt: np.ndarray) -> float:
-    """IoU of two masks; 1.0 when both are empty (nothing to find, nothing found)."""
-    pred, gt = _binary_pair(pred, gt)
-    union = np.count_nonzero(pred | gt)
-    if union == 0:
-        return 1.0
-    return np.count_nonzero(pred & gt) / union
 
 
 def ciou(preds: Sequence[np.ndarray], gts: Sequence[np.ndarray]) -> float:
