@@ -13,7 +13,7 @@ from .configuration_xsam import XSamMaskEncoderConfig, XSamVisionConfig
 MAX_IMAGE_SIDE = 8192
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SamInputs:
     """SAM-branch input of one image.
 

@@ -19,7 +19,7 @@ def _coarse(mask: np.ndarray) -> np.ndarray:
     return mask[np.ix_(rows, cols)]
 
 
-@dataclass
+@dataclass(eq=False)
 class _Track:
     track_id: int
     class_index: int

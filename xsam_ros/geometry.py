@@ -32,7 +32,7 @@ MIN_VALID_PIXELS = 10
 EXTENT_PERCENTILES = (5.0, 95.0)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ObjectGeometry:
     """Robust 3D statistics of one mask.
 

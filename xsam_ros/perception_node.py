@@ -97,7 +97,7 @@ class LogThrottle:
             return True, self._suppressed.pop(key, 0)
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(eq=False)
 class FrameContext:
     """One converted frame on the worker thread."""
 

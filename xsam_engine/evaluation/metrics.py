@@ -61,7 +61,7 @@ def miou_binary(preds: Sequence[np.ndarray], gts: Sequence[np.ndarray]) -> float
 # Semantic segmentation
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SemanticIoU:
     """Semantic segmentation scores.
 
@@ -125,7 +125,7 @@ def miou(
 # Panoptic quality
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class PanopticAnnotation:
     """One image's panoptic segmentation (prediction or ground truth).
 
@@ -280,7 +280,7 @@ def _pq_average(per_class: dict[int, PQStat], keep: Callable[[int], bool]) -> PQ
 # COCO mask AP (generic instance segmentation, VGD)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class InstancePrediction:
     """A predicted instance: mask, category (class or region index) and confidence."""
 
@@ -289,7 +289,7 @@ class InstancePrediction:
     score: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class InstanceAnnotation:
     """A ground-truth instance; crowd regions may absorb detections without counting them."""
 
@@ -298,7 +298,7 @@ class InstanceAnnotation:
     iscrowd: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class MaskAP:
     """COCO mask AP.
 
@@ -439,7 +439,7 @@ def _interpolated_precision(true_pos: np.ndarray, false_pos: np.ndarray, num_gt:
 # Grounded conversation generation
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class GroundedPhrase:
     """A phrase of a caption and the mask it grounds."""
 
