@@ -67,6 +67,8 @@ class EngineLogHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             text = f"[{record.name}] {record.getMessage()}"
+            if record.exc_info:
+                text += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip()
         except Exception:  # a malformed record must not break inference
             return
         # rclpy ties a severity to each call site, so every level needs its own call.
