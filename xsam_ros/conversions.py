@@ -34,7 +34,7 @@ from xsam_ros.msg import InstanceMask, InstanceMaskArray, SegmentationCommand, S
 from xsam_engine.commands import parse_command
 from xsam_engine.requests import SegmentationRequest, Task, VisualPrompt
 
-from .geometry import ObjectGeometry
+from .geometry import ObjectGeometry, image_camera_matrix
 
 MAX_TEXT_LENGTH = 1000  # characters, as documented in SegmentationCommand.msg
 MAX_PROMPTS = 64
@@ -174,9 +174,17 @@ def mono16_label_msg(labels: np.ndarray, header: Header) -> Image:
                  is_bigendian=int(sys.byteorder == "big"), step=width * 2, data=labels.tobytes())
 
 
-def camera_matrix(info) -> tuple[np.ndarray, int, int]:
-    """(K (3, 3), width, height) of a sensor_msgs/CameraInfo."""
-    return np.asarray(info.k, dtype=np.float64).reshape(3, 3), int(info.width), int(info.height)
+def camera_matrix(info, image_size: tuple[int, int]) -> np.ndarray:
+    """(3, 3) K of the (width, height) = ``image_size`` images a sensor_msgs/CameraInfo describes.
+
+    Applies the CameraInfo's ``roi`` and ``binning_x`` / ``binning_y`` as REP-104 and ROS
+    image_geometry do (``geometry.image_camera_matrix``); raises GeometryError when the images
+    do not have the size the camera_info implies, or when K is unusable.
+    """
+    roi = info.roi
+    return image_camera_matrix(
+        info.k, (int(info.width), int(info.height)), image_size, (int(info.binning_x), int(info.binning_y)),
+        (int(roi.x_offset), int(roi.y_offset), int(roi.width), int(roi.height)))
 
 
 def copy_header(header: Header) -> Header:

@@ -44,7 +44,7 @@ from xsam_engine.commands import is_tracking_command
 
 from . import conversions, diagnostics, parameters
 from .conversions import ConversionError, Thresholds
-from .geometry import GeometryError, check_camera_matrix, object_geometry
+from .geometry import GeometryError, object_geometry
 from .markers import delete_all, result_markers
 from .qos import (
     COMMAND_QOS, DIAGNOSTICS_QOS, MARKER_QOS, RESULT_QOS, VISUALISATION_QOS, AdaptiveSubscription, describe_publishers,
@@ -666,11 +666,7 @@ class PerceptionNode(Node):
                               "no 3D until it does.", period_s=10.0)
             return
         try:
-            matrix, info_width, info_height = conversions.camera_matrix(info[1])
-            if (info_width, info_height) != (0, 0) and (info_width, info_height) != (width, height):
-                raise GeometryError(
-                    f"camera_info is for {info_width}x{info_height} images but the images are {width}x{height}")
-            check_camera_matrix(matrix)
+            matrix = conversions.camera_matrix(info[1], (width, height))
         except GeometryError as error:
             self._depth_rejected(error)
             return
