@@ -150,6 +150,44 @@ def valid_depth(depth: np.ndarray, min_depth_m: float, max_depth_m: float) -> np
         return np.isfinite(depth) & (depth > 0) & (depth >= min_depth_m) & (depth <= max_depth_m)
 
 
+# REP-118 depth units: the factor from the stored values to metres, per encoding.
+REP118_METRES_PER_UNIT = {"32FC1": 1.0, "16UC1": 0.001, "mono16": 0.001}
+
+
+def explain_no_valid_depth(
+    depths_m: np.ndarray, min_depth_m: float, max_depth_m: float, encoding: str = ""
+) -> str:
+    """Why no depth value under a mask lies in [min_depth_m, max_depth_m], and the likely fix.
+
+    Args:
+        depths_m: depths under the mask in metres (as converted by REP-118 from ``encoding``;
+            0, NaN and inf are holes).
+        encoding: the depth image's encoding ("32FC1", "16UC1", "mono16"), used to recognise
+            values in the wrong unit: 32FC1 that holds millimetres (a ~610 mm object reads 610 m)
+            and 16UC1 that holds metres (reads ~0.001 m).
+
+    Returns:
+        One sentence for a log line / last_error.
+    """
+    values = np.asarray(depths_m, dtype=np.float64).reshape(-1)
+    values = values[np.isfinite(values) & (values > 0)]
+    if values.size == 0:
+        return ("no depth under the mask: every pixel is a hole (0, NaN or inf); check that the depth image is "
+                "registered to the colour image and that the camera sees the object")
+    low, median, high = (float(v) for v in np.percentile(values, (5, 50, 95)))
+    text = (f"no depth under the mask lies within min_depth_m..max_depth_m = {min_depth_m:g}..{max_depth_m:g} m: "
+            f"it is {low:.4g}..{high:.4g} m (median {median:.4g} m)")
+    factor = REP118_METRES_PER_UNIT.get(encoding)
+    if encoding == "32FC1" and min_depth_m <= median / 1000.0 <= max_depth_m:
+        return text + ("; the values look like millimetres, but REP-118 says 32FC1 depth is in metres (16UC1 in "
+                       "millimetres): publish metres in 32FC1, or the millimetres as 16UC1")
+    if factor == 0.001 and min_depth_m <= median * 1000.0 <= max_depth_m:
+        return text + (f"; the values look like metres, but REP-118 says {encoding} depth is in millimetres: "
+                       "publish millimetres in 16UC1, or metres as 32FC1")
+    return text + ("; check the depth units (REP-118: 32FC1 metres, 16UC1 millimetres) and the min_depth_m / "
+                   "max_depth_m parameters")
+
+
 def inlier_depths(z: np.ndarray, lateral_size_m: float = 0.0) -> np.ndarray:
     """Bool mask of the depths within the robust band around their median (see MAD_SCALE)."""
     median = np.median(z)
