@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from xsam_engine.tabletop.scenes import generate_scene
-from xsam_ros.geometry import GeometryError, back_project, check_camera_matrix, image_camera_matrix, object_geometry
+from xsam_ros.geometry import (
+    GeometryError, back_project, check_camera_matrix, explain_no_valid_depth, image_camera_matrix, object_geometry,
+)
 
 WIDTH, HEIGHT = 160, 120
 K = np.array([[150.0, 0.0, 79.5], [0.0, 150.0, 59.5], [0.0, 0.0, 1.0]])
@@ -243,3 +245,27 @@ def test_centroid_with_binned_or_cropped_camera_info_equals_the_plain_camera(k, 
     # Without REP-104 the binned K would put every object twice as far from the optical axis.
     raw = object_geometry(scene.mask(scene.objects[0].instance_id), scene.depth, BINNED_SENSOR_K).centroid
     assert np.linalg.norm(raw - object_geometry(scene.mask(scene.objects[0].instance_id), scene.depth, PLAIN_K).centroid) > 0.01
+
+
+# -- depth without a valid pixel under the mask: the reason, with REP-118 units --------------------------
+
+
+@pytest.mark.parametrize("depths, encoding, expected", [
+    # 32FC1 that holds millimetres: ~610 "m" at the object; 610 / 1000 = 0.61 m is in range -> millimetres.
+    (np.full(50, 610.0), "32FC1", "the values look like millimetres, but REP-118 says 32FC1 depth is in metres"),
+    # 16UC1 that holds metres (1 -> 0.001 m after the REP-118 factor): 0.001 * 1000 = 1 m is in range.
+    (np.full(50, 0.001), "16UC1", "the values look like metres, but REP-118 says 16UC1 depth is in millimetres"),
+    (np.full(50, 0.001), "mono16", "REP-118 says mono16 depth is in millimetres"),
+    # Out of range in any unit (50 m; 0.05 m in "millimetres" is below 0.1 m): the parameters or the units.
+    (np.full(50, 50.0), "32FC1", "check the depth units (REP-118: 32FC1 metres, 16UC1 millimetres) and the "
+                                 "min_depth_m / max_depth_m parameters"),
+    # Only holes.
+    (np.array([0.0, np.nan, np.inf, np.nan]), "32FC1", "every pixel is a hole (0, NaN or inf)"),
+])
+def test_no_valid_depth_is_explained(depths, encoding, expected):
+    text = explain_no_valid_depth(depths, 0.1, 10.0, encoding)
+    assert expected in text
+    if np.isfinite(depths).any() and depths.max() > 0:
+        median = float(np.median(depths))
+        assert f"no depth under the mask lies within min_depth_m..max_depth_m = 0.1..10 m: it is " in text
+        assert f"(median {median:.4g} m)" in text

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import sys
 import threading
 import time
@@ -781,10 +782,13 @@ class PerceptionNode(Node):
         low, high = self._params["min_depth_m"], self._params["max_depth_m"]
         if valid_depth(depths, low, high).any():
             return  # some valid depth, too few points for an estimate: not a units problem
-        text = f"no 3D for {label!r}: {explain_no_valid_depth(depths, low, high, context.depth_encoding)}"
+        explanation = explain_no_valid_depth(depths, low, high, context.depth_encoding)
+        text = f"no 3D for {label!r}: {explanation}"
         self._stats.count("depth_no_valid_pixels")
         self._stats.error(text)
-        self._log_problem("warning", f"depth-range:{context.depth_encoding}", text + "; has_3d=false.", period_s=10.0)
+        # One line per cause and 10 s (the numbers in the text vary from frame to frame, the cause does not).
+        key = "depth-range:" + re.sub(r"[-+0-9.e]+ m\b", "", explanation)
+        self._log_problem("warning", key, text + "; has_3d=false.", period_s=10.0)
 
     # -- publishing --------------------------------------------------------------------------------
 
