@@ -74,7 +74,7 @@ class SceneObject:
         return f"{self.colour} {self.category}"
 
 
-@dataclass
+@dataclass(eq=False)
 class Scene:
     """An RGB-D frame with ground truth.
 

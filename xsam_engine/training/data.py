@@ -39,7 +39,7 @@ DEFAULT_TASK_WEIGHTS: dict[Task, float] = {
 }
 
 
-@dataclass
+@dataclass(eq=False)
 class TrainingExample:
     """One question about a scene, with its targets (the scene's pixels are in `TrainingScene`).
 
@@ -62,7 +62,7 @@ class TrainingExample:
     task: Task
 
 
-@dataclass
+@dataclass(eq=False)
 class TrainingScene:
     """One rendered scene: its encoder inputs and several questions about it.
 
