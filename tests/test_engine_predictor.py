@@ -173,3 +173,63 @@ def test_errors_say_what_to_fix() -> None:
         with pytest.raises(ValueError):
             predictor.segment(request)
     assert predictor.segment(REQUESTS[Task.REFERRING]).task is Task.REFERRING  # still usable
+
+
+def _scene_crop(height: int, width: int) -> np.ndarray:
+    """The top-left height x width pixels of a rendered scene (scenes are at least 64x64)."""
+    return np.ascontiguousarray(scene_image(width=max(width, 64), height=max(height, 64))[:height, :width])
+
+
+def _columns_mask(height: int, width: int, columns: list[int]) -> np.ndarray:
+    mask = np.zeros((height, width), dtype=bool)
+    mask[:, columns] = True
+    return mask
+
+
+@pytest.mark.parametrize(
+    ("height", "width", "column", "expected_columns"),
+    [
+        # 8x128 -> scaled (4, 64) in the tiny model's 64² input (x 0.5). PIL NEAREST reads source column
+        # floor((j + 0.5) * 2) = 2j + 1 for input column j: column 5 becomes input column 2. Back with torch
+        # "nearest" (source floor(dst * 64 / 128) = floor(dst / 2)): output columns 4 and 5 read input
+        # column 2. Rows: all 8 rows -> all 4 -> all 8. The 1-px box becomes 2 px wide.
+        (8, 128, 5, [4, 5]),
+        (8, 128, 9, [8, 9]),
+        # 40x96 -> scaled (27, 64) (x 2/3). Column 3: input column j reads floor((j + 0.5) * 1.5), so j = 2
+        # reads 3; back, output column c reads floor(c * 64 / 96): c = 3 and c = 4 read 2.
+        (40, 96, 3, [3, 4]),
+        # 16x32 -> scaled (32, 64) (x 2): column 5 becomes input columns 10 and 11; back, output column c
+        # reads floor(c * 2), so only c = 5 reads them: upscaling keeps the prompt as drawn.
+        (16, 32, 5, [5]),
+    ],
+)
+def test_interactive_prompt_is_matched_after_the_images_resize_round_trip(height, width, column, expected_columns):
+    """Official intseg post-processing: `sem_seg_postprocess(vprompt_mask, scaled_size, H, W, mode="nearest")`
+    of the model-input prompt; the predictor stores that prompt in `Condition.prompt_masks`."""
+    predictor = tiny_predictor()
+    predictor.set_image(_scene_crop(height, width))
+    box = VisualPrompt.from_box(column, 0, column + 1, height)  # one pixel column, full height
+    request = SegmentationRequest(Task.INTERACTIVE, regions=(box,))
+    condition = predictor.encode_request(request)
+    (seen,) = condition.prompt_masks
+    np.testing.assert_array_equal(seen, _columns_mask(height, width, expected_columns))
+    result = predictor.decode(condition)
+    assert len(result.instances) <= 1 and result.condition.prompt_masks[0] is seen
+
+
+def test_vgd_prompts_are_stored_after_the_round_trip_too() -> None:
+    predictor = tiny_predictor()
+    predictor.set_image(_scene_crop(8, 128))
+    regions = (VisualPrompt.from_box(5, 0, 6, 8), VisualPrompt.from_box(9, 0, 10, 8))  # see the test above
+    condition = predictor.encode_request(SegmentationRequest(Task.VGD, regions=regions, score_threshold=0.0))
+    np.testing.assert_array_equal(condition.prompt_masks[0], _columns_mask(8, 128, [4, 5]))
+    np.testing.assert_array_equal(condition.prompt_masks[1], _columns_mask(8, 128, [8, 9]))
+
+
+def test_a_prompt_lost_in_the_resize_is_refused_with_the_fix() -> None:
+    """Column 4 of a 128-px-wide image: PIL NEAREST at x 0.5 reads only odd source columns, so it vanishes."""
+    predictor = tiny_predictor()
+    predictor.set_image(_scene_crop(8, 128))
+    request = SegmentationRequest(Task.INTERACTIVE, regions=(VisualPrompt.from_box(4, 0, 5, 8),))
+    with pytest.raises(ValueError, match="draw it thicker"):
+        predictor.segment(request)

@@ -15,7 +15,7 @@ from . import postprocessing
 from .modeling_llm import phrase_spans
 from .modeling_outputs import LanguageModelOutput, MaskEncoderOutput, PixelDecoderOutput, SegDecoderOutput
 from .modeling_xsam import XSamModel
-from .processing import SamInputs, XSamImageProcessor, validate_rgb_image
+from .processing import SamInputs, XSamImageProcessor, prompt_mask_to_original, validate_rgb_image
 from .prompts import chat_prompt, clean_category, question_for, template_answer
 from .requests import SegmentationRequest, Task
 from .results import Condition, SegmentationResult
@@ -184,13 +184,33 @@ class XSamPredictor:
             return tuple(f"region {index}" for index in range(len(request.regions)))
         return ()
 
-    def _rasterise_regions(self, request: SegmentationRequest) -> list[np.ndarray]:
+    def _rasterise_regions(self, request: SegmentationRequest) -> tuple[list[torch.Tensor], list[np.ndarray]]:
+        """The request's visual prompts on the padded model input and back at the original size.
+
+        Returns:
+            padded: per region, (S, S) bool on the padded SAM input (the region sampler's input),
+                rasterised at the original resolution and NEAREST-resized (`XSamImageProcessor.prompt_mask`).
+            seen: per region, (H, W) bool, `padded` cropped and resized back (`prompt_mask_to_original`):
+                the prompt that X-SAM's interactive / VGD post-processing matches candidates to.
+        Raises:
+            ValueError: a prompt covers no pixel of the image, or none of the model input.
+        """
         height, width = self._sam_inputs.original_size
-        masks = [rasterise_prompt(region, height, width) for region in request.regions]
-        for index, mask in enumerate(masks):
+        scaled_size = self._sam_inputs.scaled_size
+        padded, seen = [], []
+        for index, region in enumerate(request.regions):
+            mask = rasterise_prompt(region, height, width)
             if not mask.any():
                 raise ValueError(f"Visual prompt {index} covers no pixel of the {width}x{height} image.")
-        return masks
+            on_input = self.processor.prompt_mask(mask, scaled_size)
+            if not bool(on_input.any()):
+                raise ValueError(
+                    f"Visual prompt {index} covers no pixel once the {width}x{height} image is resized to the "
+                    f"model's {scaled_size[1]}x{scaled_size[0]} input (nearest neighbour); draw it thicker or larger."
+                )
+            padded.append(on_input)
+            seen.append(prompt_mask_to_original(on_input, scaled_size, (height, width)))
+        return padded, seen
 
     def _encode_request(self, request: SegmentationRequest, timer: StageTimer) -> Condition:
         self._require_image()
@@ -200,11 +220,10 @@ class XSamPredictor:
         image_tokens = self._image_tokens(timer)
         with timer.stage("prompt"):
             if request.task.uses_regions:
-                prompt_masks = self._rasterise_regions(request)
+                padded, prompt_masks = self._rasterise_regions(request)
                 sam_tokens = image_tokens[self.model.config.vision.num_tokens :]
-                padded = [self.processor.prompt_mask(mask, self._sam_inputs.scaled_size).to(self.device) for mask in prompt_masks]
                 generator = torch.Generator().manual_seed(self.seed)
-                region_tokens = self.model.encode_regions(sam_tokens, padded, generator)
+                region_tokens = self.model.encode_regions(sam_tokens, [mask.to(self.device) for mask in padded], generator)
             language = self.model.config.language
             question = question_for(
                 request.task, request.text, request.vocabulary, len(request.regions), language.template_index
