@@ -16,7 +16,7 @@ from .modeling_llm import phrase_spans
 from .modeling_outputs import LanguageModelOutput, MaskEncoderOutput, PixelDecoderOutput, SegDecoderOutput
 from .modeling_xsam import XSamModel
 from .processing import SamInputs, XSamImageProcessor, prompt_mask_to_original, validate_rgb_image
-from .prompts import chat_prompt, clean_category, question_for, template_answer
+from .prompts import chat_prompt, clean_category, has_template_answer, question_for, template_answer
 from .requests import SegmentationRequest, Task
 from .results import Condition, SegmentationResult
 from .timing import StageTimer
@@ -184,6 +184,16 @@ class XSamPredictor:
             return tuple(f"region {index}" for index in range(len(request.regions)))
         return ()
 
+    def prompt_ids(self, request: SegmentationRequest) -> list[int]:
+        """Token ids of the user turn for `request`, `<image>` / `<region>` as -200 / -300 placeholders.
+
+        Starts with the tokenizer's BOS id when the model's `XSamLanguageConfig.add_bos` is set (X-SAM's
+        training and evaluation form, official `encode_fn(next_needs_bos_token=True)`).
+        """
+        language = self.model.config.language
+        question = question_for(request.task, request.text, request.vocabulary, len(request.regions), language.template_index)
+        return encode_with_placeholders(self.tokenizer, chat_prompt(question), add_bos=language.add_bos)
+
     def _rasterise_regions(self, request: SegmentationRequest) -> tuple[list[torch.Tensor], list[np.ndarray]]:
         """The request's visual prompts on the padded model input and back at the original size.
 
@@ -224,11 +234,7 @@ class XSamPredictor:
                 sam_tokens = image_tokens[self.model.config.vision.num_tokens :]
                 generator = torch.Generator().manual_seed(self.seed)
                 region_tokens = self.model.encode_regions(sam_tokens, [mask.to(self.device) for mask in padded], generator)
-            language = self.model.config.language
-            question = question_for(
-                request.task, request.text, request.vocabulary, len(request.regions), language.template_index
-            )
-            prompt_ids = encode_with_placeholders(self.tokenizer, chat_prompt(question), add_bos=language.add_bos)
+            prompt_ids = self.prompt_ids(request)
         with timer.stage("llm"):
             output = self._run_language_model(request, prompt_ids, image_tokens, region_tokens)
         labels = output.phrases if request.task is Task.GCG else self._labels_for(request)
@@ -249,10 +255,11 @@ class XSamPredictor:
         region_tokens: torch.Tensor | None,
     ) -> LanguageModelOutput:
         language_model = self.model.language_model
-        generate = request.generate or request.task.generates_text
+        generate = request.generate or not has_template_answer(request.task)
         if not generate:
-            # Zero decode steps: the answer template is placed in the prompt and one forward pass
-            # yields the <SEG> state. Tokens after <SEG> cannot change it (causal), so stop there.
+            # X-SAM's evaluation form: zero decode steps. The answer template is placed after the
+            # prompt (teacher forcing) and one forward pass yields the <SEG> state; tokens after
+            # <SEG> cannot change it (causal), so stop there. Every task but GCG by default.
             answer = template_answer(request.task, self.model.config.language.template_index)
             answer_ids = self.tokenizer.encode(answer, add_special_tokens=False)
             answer_ids = answer_ids[: answer_ids.index(self.special.seg) + 1]
