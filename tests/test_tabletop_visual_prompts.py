@@ -40,6 +40,8 @@ def test_radii_are_the_official_ones():
         (0, 0, 64, 64, 90),
         # (4.4, 5.5) lies on pixel (row 6, column 4) (halves round up); the disc is clipped.
         (4.4, 5.5, 40, 40, None),
+        # A click 3 px left of the image still reaches it: columns 0..7 of the disc around column -3.
+        (-3, 5, 20, 20, None),
     ],
 )
 def test_point_is_a_radius_10_disc_at_any_image_size(x, y, height, width, expected_pixels):

@@ -69,15 +69,26 @@ def disc_kernel(radius: int) -> np.ndarray:
 def thicken(rows: np.ndarray, cols: np.ndarray, radius: int, height: int, width: int) -> np.ndarray:
     """(H, W) bool: the union of radius-``radius`` discs centred on pixels (rows[i], cols[i]).
 
-    The official `enhance_with_circles(mask, radius)`, computed as one dilation. Centres may lie
-    outside the image (up to ``radius`` px away their discs still reach it).
+    The official `enhance_with_circles(mask, radius)`, computed as one dilation of the centres'
+    bounding box (so a click costs a disc, not an image). Centres may lie outside the image (up
+    to ``radius`` px away their discs still reach it).
     """
-    canvas = np.zeros((height + 2 * radius, width + 2 * radius), dtype=np.uint8)
-    rows, cols = np.asarray(rows, dtype=np.int64) + radius, np.asarray(cols, dtype=np.int64) + radius
-    inside = (rows >= 0) & (rows < canvas.shape[0]) & (cols >= 0) & (cols < canvas.shape[1])
-    canvas[rows[inside], cols[inside]] = 1
-    dilated = cv2.dilate(canvas, disc_kernel(radius).astype(np.uint8))
-    return dilated[radius : radius + height, radius : radius + width].astype(bool)
+    rows, cols = np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
+    near = (rows >= -radius) & (rows < height + radius) & (cols >= -radius) & (cols < width + radius)
+    rows, cols = rows[near], cols[near]
+    mask = np.zeros((height, width), dtype=bool)
+    if rows.size == 0:
+        return mask
+    # Canvas = the centres' bounding box grown by the radius: every disc fits inside it.
+    top, left = int(rows.min()) - radius, int(cols.min()) - radius
+    bottom, right = int(rows.max()) + radius + 1, int(cols.max()) + radius + 1
+    canvas = np.zeros((bottom - top, right - left), dtype=np.uint8)
+    canvas[rows - top, cols - left] = 1
+    dilated = cv2.dilate(canvas, disc_kernel(radius).astype(np.uint8)).astype(bool)
+    row0, col0, row1, col1 = max(top, 0), max(left, 0), min(bottom, height), min(right, width)
+    if row0 < row1 and col0 < col1:
+        mask[row0:row1, col0:col1] = dilated[row0 - top : row1 - top, col0 - left : col1 - left]
+    return mask
 
 
 def line_pixels(
