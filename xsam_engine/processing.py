@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from PIL import Image
+from torch.nn import functional as F
 
 from .configuration_xsam import XSamMaskEncoderConfig, XSamVisionConfig
 
@@ -118,3 +119,18 @@ class XSamImageProcessor:
         padded = torch.zeros(self.sam_size, self.sam_size, dtype=torch.bool)
         padded[: scaled_size[0], : scaled_size[1]] = torch.from_numpy(resized)
         return padded
+
+
+def prompt_mask_to_original(
+    padded: torch.Tensor, scaled_size: tuple[int, int], original_size: tuple[int, int]
+) -> np.ndarray:
+    """(S, S) bool prompt on the padded model input -> (H, W) bool, as X-SAM's post-processing sees it.
+
+    Crop to the scaled image (h', w'), then nearest resize to (H, W) with torch's "nearest"
+    (source index floor(dst * in / out)): the official `sem_seg_postprocess(vprompt_mask, scaled_size,
+    H, W, mode="nearest")` in `intseg_process_fn.py` / `vgdseg_process_fn.py` (AAAI26_Archive).
+    With `XSamImageProcessor.prompt_mask` this is the round trip the image takes, so candidates are
+    matched to the prompt the model saw, not to the original-resolution drawing.
+    """
+    cropped = padded[: scaled_size[0], : scaled_size[1]].float()[None, None]
+    return (F.interpolate(cropped.cpu(), size=original_size, mode="nearest")[0, 0] > 0).numpy()
