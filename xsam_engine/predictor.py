@@ -78,13 +78,14 @@ class XSamPredictor:
 
     @classmethod
     def from_pretrained(
-        cls, path: str | Path | None = None, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
+        cls, path: str | Path | None = None, device: str = "auto", dtype: torch.dtype | None = None, seed: int = 0
     ) -> XSamPredictor:
-        """Load a model saved by `save_pretrained`; `None` loads the shipped tabletop demo model."""
-        from .checkpoint import load_pretrained
+        """Load a model saved by `save_pretrained` (`None` = the shipped tabletop demo model) with
+        PyTorch image stages: `create_predictor(path, backend="torch", ...)`, whose defaults these are
+        (device "auto" = CUDA when available, dtype = bf16/fp16 on CUDA, fp32 on the CPU)."""
+        from .backends import create_predictor
 
-        model, tokenizer = load_pretrained(path, device=device, dtype=dtype)
-        return cls(model, tokenizer)
+        return create_predictor(path, backend="torch", device=device, dtype=dtype, seed=seed, log=False).predictor
 
     @property
     def device(self) -> torch.device:
