@@ -1,14 +1,18 @@
 """Backend selection: run X-SAM's image stages on TensorRT, ONNX Runtime or PyTorch.
 
     from xsam_engine.backends import create_predictor
-    predictor, info = create_predictor(backend="auto", device="auto")
-    print(info.summary())          # e.g. "tensorrt on cuda (fp16 engines), LLM torch bfloat16"
+    created = create_predictor(backend="auto", device="auto")   # CreatedPredictor(predictor, info)
+    print(created.info.summary())  # e.g. "tensorrt on cuda (fp16 engines), LLM torch bfloat16"
+    predictor = created.predictor
 
 `backend` is auto | tensorrt | onnxruntime | torch | triton and `device` auto | cuda | cpu.
 auto resolves to TensorRT when `tensorrt` imports and CUDA is present, else ONNX Runtime with
 its CUDA execution provider when available, else PyTorch. A backend that was asked for but
-cannot run here falls back along tensorrt -> onnxruntime -> torch; exactly one log line
-(logger `xsam_engine.backends`) says what was asked, what is used and why. The language model
+cannot run here falls back along tensorrt -> onnxruntime -> torch; exactly one summary line
+(logger `xsam_engine.backends`) says what was asked, what is used and why. A backend that raises
+while starting is also logged with its traceback on the same logger (WARNING; DEBUG when the
+exception is an ImportError, i.e. a package is missing), so that a bug in an accelerated
+backend is visible and not only its one-line reason. The language model
 and the region sampler's point draw always run in PyTorch on the chosen device; only the image
 stages (`ImageStages`: SAM + connector, pixel decoder, SigLIP, seg projector, mask decoder) move.
 
@@ -29,6 +33,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
@@ -36,10 +41,16 @@ from ..export.graphs import GRAPH_NAMES
 from .common import ExportedGraphStages, TorchGraphStages
 from .onnxruntime_stages import CUDA_PROVIDER, OnnxRuntimeStages, available_providers
 
+if TYPE_CHECKING:
+    from ..predictor import XSamPredictor
+
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch", "triton")
 DEVICES = ("auto", "cuda", "cpu")
+# The defaults of `create_predictor` and `XSamPredictor.from_pretrained` (one set for both).
+DEFAULT_DEVICE = "auto"
+DEFAULT_SEED = 0
 IMAGE_STAGE_MODULES = ("mask_encoder", "vision_encoder", "seg_decoder")
 
 
@@ -170,6 +181,13 @@ class BackendInfo:
         return f"image stages: {stages}; LLM: torch {self.dtype} on {self.device}"
 
 
+class CreatedPredictor(NamedTuple):
+    """What `create_predictor` returns: the predictor and how its stages run (unpacks as a pair)."""
+
+    predictor: XSamPredictor
+    info: BackendInfo
+
+
 def default_dtype(device: str) -> torch.dtype:
     """bf16 on GPUs that support it (Ampere+, incl. Orin), fp16 on older ones, fp32 on the CPU."""
     if device == "cuda":
@@ -217,7 +235,7 @@ def _release_image_stage_weights(model) -> None:
 def create_predictor(
     model_path: str | Path | None = None,
     backend: str = "auto",
-    device: str = "auto",
+    device: str = DEFAULT_DEVICE,
     dtype: torch.dtype | None = None,
     engine_cache_dir: str | Path | None = None,
     force_engine_update: bool = False,
@@ -227,7 +245,7 @@ def create_predictor(
     engine_file_path: str | Path | None = None,
     model=None,
     tokenizer=None,
-    seed: int = 0,
+    seed: int = DEFAULT_SEED,
     environment: Environment | None = None,
     log: bool = True,
     triton_url: str = "127.0.0.1:8001",
@@ -235,7 +253,7 @@ def create_predictor(
     triton_timeout_s: float = 5.0,
     triton_fallback: bool = False,
     triton_options=None,
-):
+) -> CreatedPredictor:
     """Build an `XSamPredictor` whose image stages run on the chosen backend.
 
     Args:
@@ -249,8 +267,9 @@ def create_predictor(
             modified except for being moved to `device`/`dtype`.
         seed: the predictor's region-sampler seed.
         environment: override detection (tests).
-        log: emit the one backend log line (a caller with its own logger, e.g. the ROS node, passes
-            False and logs `info.reason` itself, so the fallback is still reported exactly once).
+        log: emit the one backend summary line (a caller with its own logger, e.g. the ROS node,
+            passes False and logs `info.reason` itself, so the fallback is still reported exactly
+            once). Tracebacks of backends that raised while starting are logged in either case.
         triton_url / triton_protocol / triton_timeout_s: backend="triton": the server ("host:port"),
             "grpc" or "http", and the limit of every request in seconds.
         triton_fallback: backend="triton": run the graphs locally (the backend `auto` picks) while
@@ -260,7 +279,7 @@ def create_predictor(
         triton_options: a full `TritonOptions` (TLS, retry interval); overrides the three above.
 
     Returns:
-        (predictor, BackendInfo)
+        CreatedPredictor(predictor, info): `info` says which backend, device and precision run.
     """
     from ..predictor import XSamPredictor
     from ..tensorrt.cache import default_cache_dir
@@ -324,7 +343,7 @@ def create_predictor(
     )
     if log:
         logger.log(logging.WARNING if info.fallback else logging.INFO, message)
-    return predictor, info
+    return CreatedPredictor(predictor, info)
 
 
 @dataclass
@@ -364,6 +383,12 @@ class _LocalBuild:
             except Exception as error:  # a broken install or a failed build must not stop the robot
                 reasons.append(f"{candidate} failed to start ({error.__class__.__name__}: {error})")
                 self.failed = True
+                # The summary line has only the exception's text; the traceback shows where it
+                # came from (a bug in an accelerated backend must not hide behind the fallback). A
+                # missing package is an expected reason to fall back: its traceback only at DEBUG.
+                expected = isinstance(error, ImportError)
+                logger.log(logging.DEBUG if expected else logging.WARNING,
+                           "The %s backend raised while starting; falling back.", candidate, exc_info=True)
         self.backend = "torch"
         return TorchGraphStages(model)
 

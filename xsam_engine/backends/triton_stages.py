@@ -118,14 +118,14 @@ def _is_timeout(error: Exception) -> bool:
     return isinstance(error, TimeoutError) or "timeout" in type(error).__name__.lower()
 
 
-@dataclass
+@dataclass(eq=False)
 class RemoteMaskEncoderOutput(AcceleratedMaskEncoderOutput):
     """Frame mode: the SAM encoder has not run here; `pixel_values` (1, 3, S, S) go to the server."""
 
     pixel_values: torch.Tensor | None = field(default=None)
 
 
-@dataclass
+@dataclass(eq=False)
 class RemotePixelFeatures(PixelDecoderOutput):
     """Frame mode: the pixel features live on the server; `decode` sends `pixel_values` again."""
 

@@ -20,12 +20,7 @@ from .catalog import ALL_CLASSES, CLASSES, COLOURS, STUFF_CLASSES, TABLE_CLASS_I
 from .layout import SceneLayout, SceneOptions, check_scene_size, sample_layout
 from .rendering import CompositeLayers, composite, finish_image
 
-__all__ = [
-    "ALL_CLASSES",
-    "CLASSES",
-    "COLOURS",
-    "STUFF_CLASSES",
-    "TABLE_CLASS_ID",
+__all__ = [  # the catalog's names are xsam_engine.tabletop.catalog's (and the package's) to export
     "CameraIntrinsics",
     "Scene",
     "SceneObject",
@@ -74,7 +69,7 @@ class SceneObject:
         return f"{self.colour} {self.category}"
 
 
-@dataclass
+@dataclass(eq=False)
 class Scene:
     """An RGB-D frame with ground truth.
 

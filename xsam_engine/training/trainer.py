@@ -103,7 +103,7 @@ def train(config: TrainingConfig, export_dir: str | Path | None = None) -> Path 
     dataset = TabletopTaskDataset(
         processor, tokenizer, length=config.steps * config.batch_size, base_seed=config.seed * 10_000_000,
         image_size=config.image_size, loss_size=config.loss_size, tasks_per_scene=config.tasks_per_scene,
-        confusable_fraction=config.confusable_fraction,
+        confusable_fraction=config.confusable_fraction, add_bos=model.config.language.add_bos,
     )
     loader = DataLoader(
         dataset,
