@@ -20,7 +20,11 @@ import os
 
 import numpy as np
 import onnxruntime
-import triton_python_backend_utils as pb_utils
+
+try:
+    import triton_python_backend_utils as pb_utils  # provided by Triton's Python backend
+except ImportError:  # imported as part of xsam_engine (not inside Triton): only the file is used, by copying
+    pb_utils = None
 
 
 class TritonPythonModel:
