@@ -316,20 +316,35 @@ def missing_module(name: str) -> str | None:
 def compile_prerequisite(profile: Profile) -> str | None:
     """Why torch.compile with `profile.compile_backend` cannot run here, else None.
 
-    Inductor compiles generated code: Triton kernels on CUDA (Triton builds a small launcher with
-    the host C compiler) and C++ on the CPU; a machine without a compiler fails inside the first
-    compiled call, so it is checked up front.
+    Inductor compiles generated code: Triton kernels on CUDA (with a launcher built by the host C
+    compiler) and C++ on the CPU; a machine without them fails inside the first compiled call, so
+    they are checked before a compile section starts.
     """
     if profile.compile_backend != "inductor":
         return None
     if profile.device == "cuda":
-        if missing_module("triton"):
-            return missing_module("triton")
-        if not (os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")):
-            return "torch.compile (inductor, Triton) needs a host C compiler: none of $CC, cc, gcc, clang found"
-        return None
+        return missing_module("triton") or triton_launcher_prerequisite()
     if not (os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")):
         return "torch.compile (inductor on the CPU) needs a C++ compiler: none of $CXX, c++, g++, clang++ found"
+    return None
+
+
+def triton_launcher_prerequisite() -> str | None:
+    """Why Triton cannot build its kernel launcher here, else None.
+
+    Triton (3.x, torch >= 2.4) compiles a small CPython extension per kernel signature with $CC,
+    else gcc, else clang, against the interpreter's Python.h (triton/runtime/build.py); without
+    either, every compiled call fails.
+    """
+    import sysconfig
+
+    compiler = os.environ.get("CC") or shutil.which("gcc") or shutil.which("clang")
+    if not compiler or not shutil.which(compiler):
+        return "torch.compile (inductor, Triton) needs a C compiler for its launcher: set $CC or install gcc or clang"
+    scheme = sysconfig.get_default_scheme()
+    include = sysconfig.get_paths(scheme="posix_prefix" if scheme == "posix_local" else scheme)["include"]
+    if not (Path(include) / "Python.h").is_file():
+        return f"torch.compile (inductor, Triton) needs the Python headers: {include}/Python.h is missing (install python3-dev)"
     return None
 
 

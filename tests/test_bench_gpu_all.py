@@ -136,6 +136,21 @@ def test_static_cache_config_is_full_attention_below_the_window():
         gpu_all.full_attention_cache_config(config, 2100)
 
 
+def test_compile_prerequisites_are_checked_before_compiling(monkeypatch, tmp_path):
+    assert gpu_all.triton_launcher_prerequisite() is None  # gcc and Python.h exist on this machine
+    monkeypatch.delenv("CC", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no compiler on PATH
+    assert "needs a C compiler for its launcher" in gpu_all.triton_launcher_prerequisite()
+    cpu_inductor = gpu_all.make_profile(gpu_all.parse_args(["--dry-run", "--compile-backend", "inductor"]))
+    assert "needs a C++ compiler" in gpu_all.compile_prerequisite(cpu_inductor)
+    assert gpu_all.compile_prerequisite(gpu_all.make_profile(gpu_all.parse_args(["--dry-run"]))) is None  # aot_eager
+    monkeypatch.setenv("CC", "/usr/bin/gcc")
+    include = tmp_path / "include"
+    include.mkdir()
+    monkeypatch.setattr("sysconfig.get_paths", lambda scheme=None: {"include": str(include)})
+    assert f"{include}/Python.h is missing" in gpu_all.triton_launcher_prerequisite()
+
+
 # -- guard rails, in this process with real sections -------------------------------------------
 
 
