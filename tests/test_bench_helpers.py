@@ -45,3 +45,13 @@ def test_roofline_bound_and_multiple():
 def test_markdown_table():
     table = common.format_table([{"a": 1.23456, "b": None}], [("A", "a"), ("B", "b")])
     assert table.splitlines() == ["| A | B |", "|---|---|", "| 1.23 | - |"]
+
+
+def test_no_benchmark_shadows_a_module_the_stack_imports():
+    # `python bench/x.py` puts bench/ first on sys.path, so bench/<name>.py wins over an installed
+    # module of that name: a bench/triton.py made torch take it for the Triton compiler and broke
+    # torch._dynamo (and so bench/gpu_all.py's torch.compile sections).
+    optional = {"triton", "tensorrt", "torch", "onnx", "onnxruntime", "onnxscript", "transformers", "numpy",
+                "tritonclient", "pytriton", "matplotlib", "cv2", "scipy", "safetensors", "tokenizers", "rclpy"}
+    names = {path.stem for path in BENCH.glob("*.py")}
+    assert not names & (optional | set(sys.stdlib_module_names)), names & (optional | set(sys.stdlib_module_names))

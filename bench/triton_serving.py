@@ -17,8 +17,11 @@ One run, on this machine, with the shipped tabletop model:
    (parameter count on the meta device; bytes per command with the LLM on the robot vs on the
    server).
 
-    python bench/triton.py                      # ~3 min on 2 cores
-    python bench/triton.py --repeats 5 --frames 5
+    python bench/triton_serving.py                      # ~5 min on 2 cores
+    python bench/triton_serving.py --repeats 5 --frames 5
+
+(Not `bench/triton.py`: a module named `triton` next to the other benchmarks would shadow the
+Triton compiler package that `torch.compile` imports in bench/gpu_all.py.)
 
 Results: bench/results/triton.json and triton.png (the load average is recorded: the numbers
 are only comparable on a quiet machine).
@@ -36,15 +39,10 @@ import tempfile
 import time
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH))
-sys.path.insert(0, str(BENCH.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common import RESULTS, latency_stats, machine_info, time_call  # noqa: E402
-
-# This file is named triton.py: with bench/ on sys.path, `importlib.util.find_spec("triton")`
-# would find it and torch would take it for OpenAI's Triton compiler. Take bench/ off again.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH]
 
 STAGES = ("mask_encoder", "pixel_decoder", "vision_encoder", "mask_decoder", "region_encoder", "xsam_frame")
 LINKS_GBIT = (1, 10, 25)
