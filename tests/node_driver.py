@@ -72,10 +72,15 @@ def save_tiny_model(directory: Path) -> Path:
 
 
 class NodeProcess:
-    """The perception node in its own process, its output in a log file."""
+    """The perception node in its own process, its output in a log file.
+
+    ``autostart`` (default) passes ``--autostart``: the node configures and activates itself at
+    start, as the launch file's ``autostart:=true`` does; with False it stays unconfigured until a
+    ``Driver`` drives it through the lifecycle services (``change_state``).
+    """
 
     def __init__(self, env: dict, namespace: str, workdir: Path, parameters: dict | None = None,
-                 extra_env: dict | None = None) -> None:
+                 extra_env: dict | None = None, autostart: bool = True) -> None:
         self.namespace = namespace
         self.log_path = workdir / f"node{namespace.replace('/', '_')}.log"
         params_path = workdir / f"params{namespace.replace('/', '_')}.yaml"
@@ -85,7 +90,8 @@ class NodeProcess:
         self.env.update(extra_env or {})
         self._log = open(self.log_path, "w")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "xsam_ros.perception_node", "--ros-args", "-r", f"__ns:={namespace}",
+            [sys.executable, "-m", "xsam_ros.perception_node", *(["--autostart"] if autostart else []),
+             "--ros-args", "-r", f"__ns:={namespace}",
              "--params-file", str(REPO_ROOT / "config" / "perception.yaml"), "--params-file", str(params_path)],
             env=self.env, cwd=str(REPO_ROOT), stdout=self._log, stderr=subprocess.STDOUT, text=True)
 

@@ -11,7 +11,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
 from xsam_ros.qos import AdaptiveSubscription, choose_reliability, describe_publishers, sensor_qos
-from xsam_ros.sync import StampBuffer
+from xsam_ros.depth import StampBuffer
 from xsam_ros.worker import InferenceWorker, Job
 
 RELIABLE, BEST_EFFORT = ReliabilityPolicy.RELIABLE, ReliabilityPolicy.BEST_EFFORT

@@ -1,13 +1,19 @@
 """The inference thread: newest frame wins, bounded command queue, tracked command; no ROS calls.
 
 The node's callbacks only hand messages to ``InferenceWorker`` (``submit_frame``,
-``submit_job``) and return. The worker thread first runs ``startup`` (model loading), then
-loops: it waits until a frame newer than the last processed one is there *and* there is
+``submit_job``) and return. ``start(startup)`` starts the thread, which first runs ``startup``
+(the lifecycle node loads its model there, so that inference and loading share one thread;
+``wait_started`` tells the caller how it went) and then loops: it waits until a frame newer than the last processed one is there *and* there is
 something to do with it (a command that arrived before that frame, or a tracked command), takes
 the frame and the ready commands under the lock, and calls ``handler`` outside the lock. A
 frame that arrives while the handler runs replaces any unprocessed one (counted as skipped), so
 the worker never builds a backlog. Commands that see no new frame within ``command_timeout_s``
-are handed to the handler as expired.
+are handed to the handler as expired. ``stop`` ends the thread; ``start`` may be called again
+after it (a lifecycle node deactivated and activated again).
+
+The worker also holds the tracked command (``tracked``, ``set_tracked``, ``clear_tracked``,
+``clear_if``, ``still_tracked``: the ``pipeline.TrackingSlot`` interface), because a tracked
+command is what makes a new frame worth taking.
 """
 
 from __future__ import annotations
@@ -84,13 +90,11 @@ class InferenceWorker:
     def __init__(
         self,
         handler: Callable[[Batch], None],
-        startup: Callable[[], None] | None = None,
         max_pending: int = 8,
         command_timeout_s: Callable[[], float] = lambda: 10.0,
         on_error: Callable[[BaseException], None] | None = None,
     ) -> None:
         self._handler = handler
-        self._startup = startup
         self._max_pending = max_pending
         self._command_timeout_s = command_timeout_s
         self._on_error = on_error
@@ -101,24 +105,37 @@ class InferenceWorker:
         self._jobs: deque[Job] = deque()
         self._tracked: TrackedCommand | None = None
         self._stopping = False
-        self._started = False
         self.frames_skipped = 0
         self.busy = False
-        self._thread = threading.Thread(target=self._run, name="xsam_inference", daemon=True)
+        self._thread: threading.Thread | None = None
+        self._started = threading.Event()
+        self.startup_error: BaseException | None = None
 
     # -- called from ROS callbacks ------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, startup: Callable[[], None] | None = None) -> None:
+        """Start the thread; it runs ``startup`` first and handles batches only if that returned."""
+        if self._thread is not None and self._thread.is_alive():
+            raise RuntimeError("the inference thread is already running; stop() it first")
+        with self._condition:
+            self._stopping = False
+        self._started.clear()
+        self.startup_error = None
+        self._thread = threading.Thread(target=self._run, args=(startup,), name="xsam_inference", daemon=True)
         self._thread.start()
 
+    def wait_started(self, timeout: float | None = None) -> bool:
+        """True once ``startup`` has finished (successfully or not: see ``startup_error``)."""
+        return self._started.wait(timeout)
+
     def stop(self, timeout: float = 5.0) -> bool:
-        """Ask the thread to finish; True when it did within ``timeout``."""
+        """Ask the thread to finish (after the batch it is handling); True when it did within ``timeout``."""
         with self._condition:
             self._stopping = True
             self._condition.notify_all()
-        if self._thread.is_alive():
+        if self._thread is not None and self._thread.is_alive():
             self._thread.join(timeout)
-        return not self._thread.is_alive()
+        return self._thread is None or not self._thread.is_alive()
 
     @property
     def frame_seq(self) -> int:
@@ -176,6 +193,14 @@ class InferenceWorker:
             tracked, self._tracked = self._tracked, None
             return tracked
 
+    def clear_if(self, tracked: TrackedCommand) -> bool:
+        """Drop ``tracked`` if it is still the tracked command; True when it was."""
+        with self._condition:
+            if self._tracked is not tracked:
+                return False
+            self._tracked = None
+            return True
+
     def still_tracked(self, tracked: TrackedCommand) -> bool:
         """False once ``tracked`` was cleared or replaced (the handler checks before publishing)."""
         with self._condition:
@@ -210,13 +235,15 @@ class InferenceWorker:
                 deadlines = [job.received + timeout_s - now for job in self._jobs]
                 self._condition.wait(timeout=max(0.01, min(deadlines)) if deadlines else None)
 
-    def _run(self) -> None:
-        if self._startup is not None:
-            try:
-                self._startup()
-            except BaseException as error:  # the handler decides what a failed start means
-                if self._on_error is not None:
-                    self._on_error(error)
+    def _run(self, startup: Callable[[], None] | None) -> None:
+        try:
+            if startup is not None:
+                startup()
+        except BaseException as error:  # the caller of start() decides what a failed start means
+            self.startup_error = error
+            return
+        finally:
+            self._started.set()
         while True:
             batch = self._next_batch()
             if batch is None:
