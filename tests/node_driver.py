@@ -113,6 +113,13 @@ class NodeProcess:
     def alive(self) -> bool:
         return self.process.poll() is None
 
+    def rss_bytes(self) -> int:
+        """The process's resident memory (VmRSS in /proc/<pid>/status), in bytes."""
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError(f"no VmRSS in /proc/{self.process.pid}/status")
+
     def stop(self, timeout: float = 15.0) -> int | None:
         """SIGINT, as Ctrl-C / ros2 launch do; kill if it does not exit in time."""
         if self.process.poll() is None:
@@ -267,6 +274,24 @@ class Driver:
             return future.result() if future.done() else None
         finally:
             self.node.destroy_client(client)
+
+    def change_state(self, node: str, transition: str, timeout: float = 180.0) -> bool | None:
+        """Ask the lifecycle node ``node`` (full name) for a transition by label ("configure", "activate",
+        "deactivate", "cleanup", "shutdown") through its ``change_state`` service; the response's success,
+        None without an answer within ``timeout`` (the activation loads the model before it answers)."""
+        from lifecycle_msgs.srv import ChangeState
+
+        request = ChangeState.Request()
+        request.transition.label = transition
+        response = self.call(ChangeState, f"{node}/change_state", request, timeout)
+        return None if response is None else response.success
+
+    def get_state(self, node: str, timeout: float = 10.0) -> str | None:
+        """The lifecycle state label of ``node`` from its ``get_state`` service ("unconfigured", "inactive", ...)."""
+        from lifecycle_msgs.srv import GetState
+
+        response = self.call(GetState, f"{node}/get_state", GetState.Request(), timeout)
+        return None if response is None else response.current_state.label
 
     def close(self) -> None:
         self.executor.shutdown(timeout_sec=2.0)

@@ -480,7 +480,8 @@ def to_launch_markdown() -> str:
     lines = ["| Launch argument | Default | Choices | Description |", "|---|---|---|---|"]
     for argument in launch_arguments():
         choices = " \\| ".join(argument.choices) if argument.choices else ""
-        lines.append(f"| `{argument.name}` | `{argument.default}` | {choices} | {argument.description} |")
+        default = f"`{argument.default}`" if argument.default else '`""`'
+        lines.append(f"| `{argument.name}` | {default} | {choices} | {argument.description} |")
     return "\n".join(lines) + "\n"
 
 

@@ -168,8 +168,9 @@ class PerceptionNode(LifecycleNode):
         outputs = ", ".join(name(topic) for topic in ("instances", "overlay", "markers")) + ", /diagnostics"
         self.get_logger().info("Active. Waiting for " + "; ".join(inputs) + f". Publishing {outputs}.")
 
-    def _deactivate(self, reason: str) -> None:
-        """Stop taking input, answer waiting commands with ``reason``, stop the worker, drop tracking, free the model."""
+    def _deactivate(self, reason: str, publishing: bool = True) -> None:
+        """Stop taking input, answer waiting commands with ``reason`` (unless not ``publishing``: after Ctrl-C),
+        stop the worker, drop tracking and its markers, free the model."""
         for subscription in self._sensor_subs:
             subscription.destroy()
         for entity in self._command_subs + self._active_timers:
@@ -177,7 +178,6 @@ class PerceptionNode(LifecycleNode):
         self._sensor_subs, self._command_subs, self._active_timers, self._image_sub = [], [], [], None
         if self._worker is None:
             return
-        publishing = self.context.ok()  # after Ctrl-C nothing can be published any more
         for job in self._worker.take_pending() if publishing else ():
             self._outputs.publish(self._pipeline.fail(job, reason, self._answer_header(job.header)))
         if not self._worker.stop(STOP_TIMEOUT_S):
@@ -195,9 +195,9 @@ class PerceptionNode(LifecycleNode):
             self.destroy_service(service)
         self._state_services, self._worker, self._pipeline, self._outputs = [], None, None, None
 
-    def release(self) -> None:
-        """Leave whatever state the node is in: inputs, worker and model, outputs (shutdown, Ctrl-C)."""
-        self._deactivate("the node is shutting down")
+    def release(self, publishing: bool = True) -> None:
+        """Leave whatever state the node is in: inputs, worker and model, outputs (shutdown; Ctrl-C: not publishing)."""
+        self._deactivate("the node is shutting down", publishing)
         self._cleanup()
         self._engine_log.detach()
 
@@ -388,7 +388,7 @@ def main(args: list[str] | None = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        node.release()
+        node.release(publishing=False)  # the context is shut down: no more messages
         executor.remove_node(node)
         node.destroy_node()
         rclpy.try_shutdown()

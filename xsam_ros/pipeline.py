@@ -282,6 +282,7 @@ class FramePipeline:
             outcome = self._track(context, tracked)
             if outcome is not None:
                 yield outcome
+        self._report.frame_processed(time.perf_counter() - started)  # publishing between the yields included
 
     def _to_rgb(self, frame: FrameInput, settings: PipelineSettings) -> np.ndarray:
         if frame.rejected:  # refused on arrival (reported there)

@@ -85,6 +85,10 @@ class Reporter:
         with self._lock:
             self.errors.append(text)
 
+    def frame_processed(self, seconds: float) -> None:
+        """A frame went through (conversion, every command's inference, 3D; and what the caller did meanwhile)."""
+        self.count("frames_processed")
+
 
 class LogThrottle:
     """At most one log line per key and period; counts what it suppressed. Thread-safe."""
@@ -146,6 +150,9 @@ class NodeReporter(Reporter):
 
     def error(self, text: str) -> None:
         self._stats.error(text)
+
+    def frame_processed(self, seconds: float) -> None:
+        self._stats.frame_processed(seconds)
 
 
 def with_traceback(text: str, error: BaseException, limit: int = 2000) -> str:
