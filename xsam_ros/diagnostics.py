@@ -165,6 +165,24 @@ class NodeView:
     frames_skipped: int = 0
 
 
+def node_view(node: str, lifecycle_state: str, values: dict, model_name: str, model_state: str, model_error: str,
+              loaded, enabled: bool, image_sub, worker) -> NodeView:
+    """The NodeView of the perception node from its parts (each may be None before configure / activate).
+
+    ``values``: the node parameters; ``loaded``: ``model.LoadedModel``; ``image_sub``:
+    ``qos.AdaptiveSubscription``; ``worker``: ``worker.InferenceWorker``.
+    """
+    info = loaded.info if loaded is not None else None
+    tracked = worker.tracked if worker is not None else None
+    return NodeView(
+        node, lifecycle_state, model_name, model_state, model_error, info.backend if info else values["backend"],
+        info.device if info else values["device"], info.summary() if info else "", enabled,
+        image_sub.topic if image_sub is not None else "", image_sub.reliability_name if image_sub is not None else "",
+        values["no_image_warning_s"], tracked.job.prompt if tracked is not None else "",
+        worker.pending_count() if worker is not None else 0, bool(worker is not None and worker.busy),
+        worker.frames_skipped if worker is not None else 0)
+
+
 def node_level(view: NodeView, seconds_since_image: float | None) -> tuple[bytes, str]:
     """(level, message) of the node's status: ERROR without a model after a failed activation, WARN
     while activating or while active without images, OK otherwise (inactive and disabled are states

@@ -308,6 +308,20 @@ def validate_all(values: Mapping[str, Any]) -> list[str]:
     return errors
 
 
+def apply_changes(values: Mapping[str, Any], changes) -> tuple[dict[str, Any], list[str]]:
+    """(the values with ``changes`` applied, the errors that refuse them all) for an on-set-parameters callback.
+
+    ``changes``: rclpy Parameters (``name``, ``value``); names outside the table are left to rclpy.
+    """
+    proposed = dict(values)
+    for change in changes:
+        if change.name in BY_NAME:
+            value = change.value
+            array = isinstance(value, (list, tuple)) or type(value).__name__ == "array"
+            proposed[change.name] = list(value) if array else value
+    return proposed, validate_all(proposed)
+
+
 def defaults() -> dict[str, Any]:
     return {spec.name: (list(spec.default) if spec.kind == STRING_ARRAY else spec.default) for spec in PARAMETERS}
 

@@ -1,40 +1,32 @@
 """The X-SAM perception node: a managed (lifecycle) node that wires ROS to the ROS-free frame pipeline.
 
-``ros2 launch xsam_ros perception.launch.py`` configures and activates it (``autostart:=true``);
-``ros2 run xsam_ros perception_node [--autostart]`` / ``python -m xsam_ros.perception_node`` start it
-unconfigured unless ``--autostart``. README "Lifecycle", "Topics", "Architecture".
-
-Parameters are declared in ``__init__`` (``ros2 param`` works in every state); ``on_configure``
-creates the lifecycle publishers, services and pipeline; ``on_activate`` loads the model on the
-worker thread (failure: FAILURE, the node stays inactive) and subscribes; ``on_deactivate`` answers
-waiting commands, stops the worker and frees the model; ``on_cleanup`` / ``on_shutdown`` release
-everything. The executor thread only checks and stores inputs; ``worker.InferenceWorker`` runs
-``pipeline.FramePipeline`` on the newest frame and this node publishes the outcomes.
+Started by ``ros2 launch xsam_ros perception.launch.py`` (configured and activated: ``autostart:=true``),
+or ``ros2 run xsam_ros perception_node`` / ``python -m xsam_ros.perception_node`` (unconfigured unless
+``--autostart``). Parameters are declared in ``__init__`` so that ``ros2 param`` works in every state;
+``on_configure`` creates publishers, services and the pipeline; ``on_activate`` loads the model on the
+worker thread (a failure returns FAILURE: the node stays inactive) and subscribes; ``on_deactivate``
+answers waiting commands, stops the worker and frees the model. README "Lifecycle", "Architecture".
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 
 import rclpy
-from geometry_msgs.msg import Point, PointStamped
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.utilities import remove_ros_args
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
-from std_msgs.msg import Header, String
+from std_msgs.msg import Header
 from std_srvs.srv import SetBool, Trigger
-from xsam_ros.msg import SegmentationCommand
 
-from . import conversions, diagnostics, model, parameters
-from .conversions import ConversionError
+from . import diagnostics, model, parameters
 from .depth import DepthPairer
+from .inputs import Inputs
 from .outputs import Outputs
-from .pipeline import FrameInput, FramePipeline, PipelineSettings, click_job, command_job, image_problem, text_job
-from .qos import COMMAND_QOS, DIAGNOSTICS_QOS, AdaptiveSubscription, no_image_warning, reliability_name
+from .pipeline import FrameInput, FramePipeline, PipelineSettings
+from .qos import DIAGNOSTICS_QOS
 from .reporting import EngineLogHandler, NodeReporter, Problem, with_traceback
 from .worker import Batch, InferenceWorker, Job
 
@@ -71,9 +63,8 @@ class PerceptionNode(LifecycleNode):
         self._stats = diagnostics.NodeStats()
         self._reporter = NodeReporter(self.get_logger(), self._stats)
         self._loaded, self._model_state, self._model_error, self._last_header = None, "unloaded", "", None
-        self._worker = self._pipeline = self._outputs = self._image_sub = None
-        self._sensor_subs, self._command_subs, self._active_timers, self._state_services = [], [], [], []
-        self._no_image_warned_at, self._active_since = None, time.monotonic()
+        self._worker = self._pipeline = self._outputs = self._inputs = None
+        self._state_services: list = []
         self._image_topic = self.resolve_topic_name("image")
         self._diagnostics_pub = self.create_publisher(diagnostics.DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
         self.create_timer(self._params["diagnostics_period_s"], self._publish_diagnostics)  # in every state
@@ -108,8 +99,10 @@ class PerceptionNode(LifecycleNode):
             self._stats.error(reason)
             self.get_logger().error(with_traceback(text, cause, 3000) if cause is not None else text)
             return FAILURE
-        self._create_inputs()
-        self._model_state, self._active_since = "ready", time.monotonic()
+        self._inputs = Inputs(self, lambda: self._params, self._stats, self._reporter,
+                              self._depth if self._params["use_depth"] else None, self._on_frame, self._command,
+                              lambda: self._worker.frame_seq, self._answer_header)
+        self._model_state = "ready"
         return super().on_activate(state)  # activates the lifecycle publishers
 
     @_logged
@@ -123,14 +116,11 @@ class PerceptionNode(LifecycleNode):
         return SUCCESS
 
     @_logged
-    def on_shutdown(self, state) -> TransitionCallbackReturn:
+    def on_shutdown(self, state) -> TransitionCallbackReturn:  # also on_error: release, then unconfigured
         self.release()
         return SUCCESS
 
-    @_logged
-    def on_error(self, state) -> TransitionCallbackReturn:
-        self.release()
-        return SUCCESS  # -> unconfigured
+    on_error = on_shutdown
 
     def _load_model(self) -> None:
         """Worker thread: load and warm up (model.load_model), then hand the predictor to the pipeline."""
@@ -140,46 +130,16 @@ class PerceptionNode(LifecycleNode):
         self._pipeline.predictor, self._loaded = loaded.predictor, loaded
         self.get_logger().info(loaded.describe(model.model_name(self._params)))
 
-    def _create_inputs(self) -> None:
-        # Derived names follow image_transport / rqt_image_view: <image>/compressed, <image>_mouse_left.
-        setting, compressed, mouse = self._params["image_reliability"], self._params["compressed_input"], "_mouse_left"
-        self._image_sub = AdaptiveSubscription(self, CompressedImage if compressed else Image, self._image_topic + (
-            "/compressed" if compressed else ""), self._on_image, 1, setting)
-        self._sensor_subs, inputs = [self._image_sub], [f"images on {self._image_sub.describe()}"]
-        if self._params["use_depth"]:
-            self._sensor_subs += [AdaptiveSubscription(self, Image, "depth", self._on_depth, 5, setting),
-                                  AdaptiveSubscription(self, CameraInfo, "camera_info", self._on_camera_info, 5, setting)]
-            inputs.append(f"depth on {self._sensor_subs[1].describe()} with {self._sensor_subs[2].describe()} (16UC1 mm "
-                          f"or 32FC1 m, registered to the image, stamps within {self._params['depth_slop_s']} s)")
-        self._command_subs = [
-            self.create_subscription(SegmentationCommand, "command", self._on_command, COMMAND_QOS),
-            self.create_subscription(String, "command_text", self._on_command_text, COMMAND_QOS),
-            self.create_subscription(Point, self._image_topic + mouse, lambda m: self._click(
-                m.x, m.y, self._answer_header(None), "image_mouse_left"), COMMAND_QOS),
-            self.create_subscription(PointStamped, "clicked_point", lambda m: self._click(
-                m.point.x, m.point.y, m.header, "clicked_point"), COMMAND_QOS)]
-        self._active_timers = [
-            self.create_timer(self._params["qos_check_period_s"], self._check_qos),
-            self.create_timer(0.05, lambda: any(s.recheck_requested for s in self._sensor_subs) and self._check_qos()),
-            self.create_timer(0.5, self._watch_images)]
-        name = self.resolve_topic_name
-        inputs += [f"commands on {name('command')} [SegmentationCommand] and {name('command_text')} [String]",
-                   f"clicks on {self._image_topic + mouse} [Point] and {name('clicked_point')} [PointStamped, pixels]"]
-        outputs = ", ".join(name(topic) for topic in ("instances", "overlay", "markers")) + ", /diagnostics"
-        self.get_logger().info("Active. Waiting for " + "; ".join(inputs) + f". Publishing {outputs}.")
-
     def _deactivate(self, reason: str, publishing: bool = True) -> None:
         """Stop taking input, answer waiting commands with ``reason`` (unless not ``publishing``: after Ctrl-C),
         stop the worker, drop tracking and its markers, free the model."""
-        for subscription in self._sensor_subs:
-            subscription.destroy()
-        for entity in self._command_subs + self._active_timers:
-            self.destroy_subscription(entity) if entity in self._command_subs else self.destroy_timer(entity)
-        self._sensor_subs, self._command_subs, self._active_timers, self._image_sub = [], [], [], None
+        if self._inputs is not None:
+            self._inputs.destroy()
+            self._inputs = None
         if self._worker is None:
             return
         for job in self._worker.take_pending() if publishing else ():
-            self._outputs.publish(self._pipeline.fail(job, reason, self._answer_header(job.header)))
+            self._fail(job, reason)
         if not self._worker.stop(STOP_TIMEOUT_S):
             self.get_logger().warning(f"The inference thread did not stop within {STOP_TIMEOUT_S:.0f} s.")
         self._outputs.clear(self._answer_header(None)) if publishing else self._worker.clear_tracked()  # markers go
@@ -213,74 +173,29 @@ class PerceptionNode(LifecycleNode):
     # -- parameters --------------------------------------------------------------------------------
 
     def _on_set_parameters(self, changes) -> SetParametersResult:
-        proposed = dict(self._params)
-        for change in changes:
-            if change.name in parameters.BY_NAME:
-                value = change.value
-                array = isinstance(value, (list, tuple)) or type(value).__name__ == "array"
-                proposed[change.name] = list(value) if array else value
-        errors = parameters.validate_all(proposed)
+        values, errors = parameters.apply_changes(self._params, changes)
         if errors:
             self.get_logger().warning(f"rejected parameter change: {'; '.join(errors)}")
             return SetParametersResult(successful=False, reason="; ".join(errors))
-        self._params = proposed
+        self._params = values
         return SetParametersResult(successful=True)
 
     # -- inputs (executor thread: check, store, return) ----------------------------------------------
 
-    def _on_image(self, msg) -> None:
-        self._stats.image_received()
-        self._last_header, topic, rejected = msg.header, self._image_sub.topic, ""
-        try:
-            conversions.check_image_message(msg, self._params["max_image_pixels"])
-        except ConversionError as error:  # checked on arrival, whether or not a command waits
-            rejected = str(error)
-            self._reporter.problem(image_problem(error, topic))
-        zero_stamp = msg.header.stamp.sec == 0 and msg.header.stamp.nanosec == 0
-        if zero_stamp or not msg.header.frame_id:
-            self.get_logger().warning(
-                f"Images on {topic} have " + ("a zero stamp" if zero_stamp else "no frame_id") + ": every output copies "
-                "the image header, so results cannot be matched to a time or frame (and depth is paired by stamp). Fix "
-                "the camera driver.", throttle_duration_sec=60.0)
-        size = f"{msg.width}x{msg.height} {msg.encoding}" if isinstance(msg, Image) else msg.format
-        self.get_logger().info(f"First image on {topic}: {size}, frame_id '{msg.header.frame_id}' "
-                               f"({reliability_name(self._image_sub.reliability)} subscription).", once=True)
-        if self._no_image_warned_at is not None:
-            self._no_image_warned_at = None
-            self.get_logger().info(f"Images arrive again on {topic}.")
+    def _on_frame(self, msg, rejected: str) -> None:
+        self._last_header = msg.header
         if self._outputs.enabled:
             self._worker.submit_frame(msg, rejected)
-
-    def _on_depth(self, msg: Image) -> None:
-        self._stats.count("depth_received")
-        self._depth.add_depth(msg)
-        self.get_logger().info(f"First depth image on {self._sensor_subs[1].topic}: {msg.width}x{msg.height} "
-                               f"{msg.encoding}, frame_id '{msg.header.frame_id}'.", once=True)
-
-    def _on_camera_info(self, msg: CameraInfo) -> None:
-        self._stats.count("camera_info_received")
-        self._depth.add_camera_info(msg)
-
-    def _on_command(self, msg: SegmentationCommand) -> None:
-        self._command(*command_job(msg, self._params, self._worker.frame_seq))
-
-    def _on_command_text(self, msg: String) -> None:
-        self._command(*text_job(msg.data, self._answer_header(None), self._params, self._worker.frame_seq))
-
-    def _click(self, x: float, y: float, header: Header, source: str) -> None:
-        self._command(*click_job(x, y, header, source, self._params, self._worker.frame_seq))
 
     def _command(self, job: Job, error: str) -> None:
         """Refuse (``error``), or queue ``job`` for the next frame."""
         self._stats.count("commands_received")
-        answer_header = self._answer_header(job.header)
         if error:
             self._reporter.problem(Problem("warning", f"reject:{error[:80]}", f"Rejected a {job.source} message: {error}",
                                            counter="commands_rejected"))
-            return self._outputs.publish(self._pipeline.fail(job, f"invalid command: {error}", answer_header))
+            return self._fail(job, f"invalid command: {error}")
         if not self._outputs.enabled:
-            return self._outputs.publish(self._pipeline.fail(
-                job, "the node is disabled (call ~/enable with data: true)", answer_header))
+            return self._fail(job, "the node is disabled (call ~/enable with data: true)")
         self.get_logger().info(f"{job.source}: {job.prompt[:80]!r} -> {job.request.task.value}" + (
             " (continuous)" if job.continuous else "") + "; answering on the next image.", throttle_duration_sec=1.0)
         dropped = self._worker.submit_job(job)
@@ -289,13 +204,16 @@ class PerceptionNode(LifecycleNode):
             self._stats.count("commands_dropped")
             self.get_logger().warning(f"Command queue full ({limit} waiting for an image): dropped the oldest; commands "
                                       "arrive faster than images.", throttle_duration_sec=5.0)
-            self._outputs.publish(self._pipeline.fail(
-                dropped, f"dropped: more than max_pending_commands={limit} commands were waiting for an image; a "
-                "newer command replaced this one", self._answer_header(dropped.header)))
+            self._fail(dropped, f"dropped: more than max_pending_commands={limit} commands were waiting for an image; "
+                       "a newer command replaced this one")
 
     def _answer_header(self, fallback: Header | None) -> Header:
         """Answers that no image belongs to carry the newest image's header, else the command's."""
         return self._last_header or fallback or Header()
+
+    def _fail(self, job: Job, error: str) -> None:
+        """Publish the success=false answer to ``job`` (no image belongs to it)."""
+        self._outputs.publish(self._pipeline.fail(job, error, self._answer_header(job.header)))
 
     # -- services and timers -------------------------------------------------------------------------
 
@@ -303,8 +221,7 @@ class PerceptionNode(LifecycleNode):
         self._outputs.set_enabled(bool(request.data))
         if not request.data:
             for job in self._worker.take_pending():
-                self._outputs.publish(self._pipeline.fail(
-                    job, "the node was disabled before an image answered this command", self._answer_header(job.header)))
+                self._fail(job, "the node was disabled before an image answered this command")
         response.success = True
         response.message = "enabled" if request.data else "disabled: images are ignored, commands are refused"
         self.get_logger().info(f"~/enable: {response.message}.")
@@ -318,29 +235,11 @@ class PerceptionNode(LifecycleNode):
         self.get_logger().info(f"~/clear: {response.message}.")
         return response
 
-    def _check_qos(self) -> None:
-        for subscription in self._sensor_subs:
-            change = subscription.check()
-            if change:
-                self.get_logger().info(change)
-
-    def _watch_images(self) -> None:
-        limit, now = self._params["no_image_warning_s"], time.monotonic()
-        since = now - max(self._stats.last_image_time or 0.0, self._active_since)
-        if since >= limit and (self._no_image_warned_at is None or now - self._no_image_warned_at >= limit):
-            self._no_image_warned_at = now
-            self.get_logger().warning(no_image_warning(self._image_sub, since))
-
     def _publish_diagnostics(self) -> None:
-        worker, loaded, tracked = self._worker, self._loaded, self._worker and self._worker.tracked
-        view = diagnostics.NodeView(
-            self.get_fully_qualified_name(), self._state_machine.current_state[1], model.model_name(self._params),
-            self._model_state, self._model_error, loaded.info.backend if loaded else self._params["backend"],
-            loaded.info.device if loaded else self._params["device"], loaded.info.summary() if loaded else "",
-            self._outputs is None or self._outputs.enabled, self._image_topic,
-            reliability_name(self._image_sub.reliability) if self._image_sub else "", self._params["no_image_warning_s"],
-            tracked.job.prompt if tracked else "", worker.pending_count() if worker else 0, bool(worker and worker.busy),
-            worker.frames_skipped if worker else 0)
+        view = diagnostics.node_view(
+            self.get_fully_qualified_name(), self._state_machine.current_state[1], self._params,
+            model.model_name(self._params), self._model_state, self._model_error, self._loaded,
+            self._outputs is None or self._outputs.enabled, self._inputs and self._inputs.image, self._worker)
         status = diagnostics.node_status(view, self._stats.snapshot())
         # Diagnostics describe the node at this moment, not an image: stamped with the node's clock.
         self._diagnostics_pub.publish(diagnostics.diagnostic_array(self.get_clock().now().to_msg(), [status]))
@@ -357,9 +256,8 @@ class PerceptionNode(LifecycleNode):
             self._stats.count("commands_expired")
             self.get_logger().warning(f"No image arrived on {self._image_topic} within {timeout} s after the {job.source} "
                                       f"{job.prompt[:60]!r}; answered with success=false.", throttle_duration_sec=5.0)
-            self._outputs.publish(self._pipeline.fail(job, f"no image arrived on {self._image_topic} within "
-                                                      f"command_timeout_s={timeout} s after the command",
-                                                      self._answer_header(job.header)))
+            self._fail(job, f"no image arrived on {self._image_topic} within command_timeout_s={timeout} s after the "
+                       "command")
         if batch.frame is not None:
             frame = FrameInput(batch.frame.msg.header, batch.frame.msg, batch.frame.received, batch.frame.rejected)
             for outcome in self._pipeline.run(frame, batch.jobs, batch.tracked):

@@ -129,6 +129,10 @@ class AdaptiveSubscription:
         return (f"{self.topic}: publishers are {summary}; subscription switched from "
                 f"{reliability_name(before)} to {reliability_name(wanted)}")
 
+    @property
+    def reliability_name(self) -> str:
+        return reliability_name(self.reliability)
+
     def describe(self) -> str:
         mode = "auto: matched to publishers" if self.setting == "auto" else "forced"
         return f"{self.topic} [{self._msg_type.__name__}, {reliability_name(self.reliability)} ({mode}), depth {self._depth}]"
