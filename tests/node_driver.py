@@ -1,4 +1,7 @@
-"""Helpers for the perception-node tests: start the node in its own process, drive it over ROS.
+"""Helpers for the perception-node tests and the demo: start the node in its own process, drive it over ROS.
+
+The one implementation of "a process that plays camera and robot for the node": the tests use it,
+and so does ``tools/demo.py`` (``make demo``), which imports it from here.
 
 ``NodeProcess`` runs ``python -m xsam_ros.perception_node`` with a namespace, a parameter file
 and a log file. ``Driver`` is an rclpy node in the test process that publishes images, depth,
@@ -80,7 +83,8 @@ class NodeProcess:
     """
 
     def __init__(self, env: dict, namespace: str, workdir: Path, parameters: dict | None = None,
-                 extra_env: dict | None = None, autostart: bool = True) -> None:
+                 extra_env: dict | None = None, autostart: bool = True, echo: str | None = None) -> None:
+        """``echo``: also print every line of the node's output, prefixed with it (the demo's "[node]")."""
         self.namespace = namespace
         self.log_path = workdir / f"node{namespace.replace('/', '_')}.log"
         params_path = workdir / f"params{namespace.replace('/', '_')}.yaml"
@@ -93,7 +97,18 @@ class NodeProcess:
             [sys.executable, "-m", "xsam_ros.perception_node", *(["--autostart"] if autostart else []),
              "--ros-args", "-r", f"__ns:={namespace}",
              "--params-file", str(REPO_ROOT / "config" / "perception.yaml"), "--params-file", str(params_path)],
-            env=self.env, cwd=str(REPO_ROOT), stdout=self._log, stderr=subprocess.STDOUT, text=True)
+            env=self.env, cwd=str(REPO_ROOT), stdout=self._log if echo is None else subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True)
+        self._echo = None
+        if echo is not None:
+            self._echo = threading.Thread(target=self._copy_output, args=(echo,), daemon=True)
+            self._echo.start()
+
+    def _copy_output(self, prefix: str) -> None:
+        for line in self.process.stdout:
+            self._log.write(line)
+            self._log.flush()
+            print(f"  {prefix} {line.rstrip()}", flush=True)
 
     def log(self) -> str:
         if not self._log.closed:
@@ -129,6 +144,8 @@ class NodeProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(5)
+        if self._echo is not None:
+            self._echo.join(5)
         self._log.close()
         return self.process.returncode
 
@@ -157,12 +174,19 @@ class Driver:
         image_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=2,
                                reliability=ReliabilityPolicy.RELIABLE if image_reliable else ReliabilityPolicy.BEST_EFFORT)
         node = self.node
+        try:
+            from rclpy.event_handler import PublisherEventCallbacks
+        except ImportError:  # Humble
+            from rclpy.qos_event import PublisherEventCallbacks
+        # The node subscribes reliable until it sees a best-effort camera, then switches: skip rmw's
+        # "incompatible QoS" warning for that moment.
+        quiet = PublisherEventCallbacks(incompatible_qos=lambda event: None)
         if sensors:  # without: another process is the camera
-            self.image_pub = node.create_publisher(Image, "image", image_qos)
+            self.image_pub = node.create_publisher(Image, "image", image_qos, event_callbacks=quiet)
             # Depth keeps 10: with 2, a loaded machine can overwrite the depth of the very frame a
             # command is answered on before it is delivered (that frame then has, correctly, no 3D).
             depth_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=image_qos.reliability)
-            self.depth_pub = node.create_publisher(Image, "depth", depth_qos)
+            self.depth_pub = node.create_publisher(Image, "depth", depth_qos, event_callbacks=quiet)
             self.info_pub = node.create_publisher(CameraInfo, "camera_info", reliable)
         self.command_pub = node.create_publisher(SegmentationCommand, "command", reliable)
         self.text_pub = node.create_publisher(String, "command_text", reliable)

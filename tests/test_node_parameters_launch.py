@@ -273,8 +273,9 @@ def test_launch_node_is_a_lifecycle_node_with_autostart_events(repo_root):
     assert (ast.literal_eval(_keyword(handler, "start_state")), ast.literal_eval(_keyword(handler, "goal_state"))) == (
         "configuring", "inactive")
     transitions = [ast.unparse(_keyword(call, "transition_id")) for call in _calls(tree, "ChangeState")]
-    assert transitions == ["lifecycle_msgs.msg.Transition.TRANSITION_ACTIVATE",
-                           "lifecycle_msgs.msg.Transition.TRANSITION_CONFIGURE"]
+    assert sorted(transitions) == ["lifecycle_msgs.msg.Transition.TRANSITION_ACTIVATE",
+                                   "lifecycle_msgs.msg.Transition.TRANSITION_CONFIGURE"]
+    assert "TRANSITION_ACTIVATE" in ast.unparse(handler) and "TRANSITION_CONFIGURE" not in ast.unparse(handler)
     assert all(ast.unparse(_keyword(call, "lifecycle_node_matcher")) == "matches_action(node)"
                for call in _calls(tree, "ChangeState"))
     conditional = [call for call in _calls(tree, "RegisterEventHandler") + _calls(tree, "EmitEvent")
@@ -286,7 +287,7 @@ def test_launch_node_is_a_lifecycle_node_with_autostart_events(repo_root):
     # Nothing is installed or evaluated at launch time.
     for forbidden in ("subprocess", "eval(", "exec(", "PythonExpression", "pip", "os.system"):
         assert forbidden not in source, forbidden
-    used = {_launch_config_name(call) for call in _calls(tree, "LaunchConfiguration")} - {None}
+    used = {call.args[0].value for call in _calls(tree, "LaunchConfiguration") if isinstance(call.args[0], ast.Constant)}
     assert used <= declared, used - declared
 
 
