@@ -1,7 +1,7 @@
 """xsam_ros.pipeline without ROS processes: jobs and the tracked command in, outcomes out.
 
 A real predictor (the tiny random-weight X-SAM: its masks are meaningless, so the tests check
-the rules, not the masks), real messages built here, a ``SimpleSlot`` for the tracked command
+the rules, not the masks), real messages built here, a ``worker.TrackingSlot`` for the tracked command
 and the recording ``Reporter``; no node, no spinning. What each test expects follows from the
 rules in the pipeline's docstring (README "How commands are answered", "Thresholds").
 """
@@ -19,7 +19,8 @@ from xsam_engine.tabletop.scenes import generate_scene
 from xsam_ros import parameters
 from xsam_ros.depth import DepthPairer, instance_geometry
 from xsam_ros.msg import SegmentationCommand
-from xsam_ros.pipeline import FrameInput, FramePipeline, PipelineSettings, SimpleSlot, click_job, command_job, text_job
+from xsam_ros.pipeline import FrameInput, FramePipeline, PipelineSettings, click_job, command_job, text_job
+from xsam_ros.worker import TrackingSlot
 from xsam_ros.reporting import Reporter
 
 
@@ -38,7 +39,7 @@ class Setup:
 
     def __init__(self, predictor, depth: DepthPairer | None = None, **overrides) -> None:
         self.values = {**parameters.defaults(), "use_depth": depth is not None, **overrides}
-        self.slot, self.reporter = SimpleSlot(), Reporter()
+        self.slot, self.reporter = TrackingSlot(), Reporter()
         self.pipeline = FramePipeline(self.slot, lambda: PipelineSettings.from_parameters(self.values), self.reporter,
                                       depth, "/cam/image", predictor)
         self.seq = 0

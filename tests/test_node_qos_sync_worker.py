@@ -181,15 +181,15 @@ def test_tracked_command_runs_on_every_new_frame_until_cleared(make_worker):
     recorder = Recorder()
     worker = make_worker(recorder)
     tracked = object()
-    worker.set_tracked(tracked)
+    worker.slot.set_tracked(tracked)
     worker.submit_frame("a")
     assert recorder.wait(1)
     worker.submit_frame("b")
     assert recorder.wait(2)
     assert [b.frame.msg for b in recorder.batches] == ["a", "b"]
     assert all(b.tracked is tracked and not b.jobs for b in recorder.batches)
-    assert worker.still_tracked(tracked)
-    assert worker.clear_tracked() is tracked and not worker.still_tracked(tracked)
+    assert worker.slot.still_tracked(tracked)
+    assert worker.slot.clear_tracked() is tracked and not worker.slot.still_tracked(tracked)
     worker.submit_frame("c")
     assert not recorder.wait(3, timeout=0.3)  # nothing to do with it
 

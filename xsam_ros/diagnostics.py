@@ -173,7 +173,7 @@ def node_view(node: str, lifecycle_state: str, values: dict, model_name: str, mo
     ``qos.AdaptiveSubscription``; ``worker``: ``worker.InferenceWorker``.
     """
     info = loaded.info if loaded is not None else None
-    tracked = worker.tracked if worker is not None else None
+    tracked = worker.slot.tracked if worker is not None else None
     return NodeView(
         node, lifecycle_state, model_name, model_state, model_error, info.backend if info else values["backend"],
         info.device if info else values["device"], info.summary() if info else "", enabled,

@@ -33,7 +33,7 @@ class Outputs:
     Args:
         node: the rclpy LifecycleNode that owns the publishers.
         pipeline: builds error answers (``FramePipeline.fail``); its tracking slot is ``slot``.
-        slot: the tracked command's holder (``worker.InferenceWorker``).
+        slot: the tracked command's holder (``worker.TrackingSlot``, the worker's ``slot``).
         stats: ``diagnostics.NodeStats`` (results / errors published, per-stage latency).
         publish_label_image: returns the parameter's current value.
     """

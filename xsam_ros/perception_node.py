@@ -76,10 +76,10 @@ class PerceptionNode(LifecycleNode):
         self._depth = DepthPairer(self.resolve_topic_name("depth"), self.resolve_topic_name("camera_info"))
         self._worker = InferenceWorker(self._handle_batch, self._params["max_pending_commands"],
                                        lambda: self._params["command_timeout_s"], self._on_worker_error)
-        self._pipeline = FramePipeline(self._worker, lambda: PipelineSettings.from_parameters(self._params),
+        self._pipeline = FramePipeline(self._worker.slot, lambda: PipelineSettings.from_parameters(self._params),
                                        self._reporter, self._depth if self._params["use_depth"] else None,
                                        self._image_topic)
-        self._outputs = Outputs(self, self._pipeline, self._worker, self._stats,
+        self._outputs = Outputs(self, self._pipeline, self._worker.slot, self._stats,
                                 lambda: self._params["publish_label_image"])
         self._state_services = [self.create_service(SetBool, "~/enable", self._on_enable),
                           self.create_service(Trigger, "~/clear", self._on_clear)]
@@ -142,7 +142,7 @@ class PerceptionNode(LifecycleNode):
             self._fail(job, reason)
         if not self._worker.stop(STOP_TIMEOUT_S):
             self.get_logger().warning(f"The inference thread did not stop within {STOP_TIMEOUT_S:.0f} s.")
-        self._outputs.clear(self._answer_header(None)) if publishing else self._worker.clear_tracked()  # markers go
+        self._outputs.clear(self._answer_header(None)) if publishing else self._worker.slot.clear_tracked()  # markers go
         device = self._loaded.info.device if self._loaded is not None else ""
         self._pipeline.predictor, self._loaded = None, None
         self._model_state = "failed" if self._model_state == "failed" else "unloaded"

@@ -17,7 +17,7 @@ Rules (README "Topics", "How commands are answered", "Thresholds"):
 - instance ids: 1..n by score for a one-shot command; for a continuous command an
   ``InstanceTracker`` (``tracking_min_iou``, ``tracking_max_missed``) keeps them stable;
 - tracking: a continuous command runs the language model once and becomes the tracked command
-  (``TrackingSlot.set_tracked``), replacing the previous one; every later frame reuses its
+  (``worker.TrackingSlot``), replacing the previous one; every later frame reuses its
   condition (``predictor.decode``). A continuous command that fails, for any reason, stops the
   tracked command that arrived before it (``fail``), as a successful one would have replaced it;
 - 3D per instance from the frame's registered depth (``depth.DepthPairer``,
@@ -29,11 +29,10 @@ Problems go to a ``reporting.Reporter`` (the node logs and counts them; tests an
 from __future__ import annotations
 
 import dataclasses
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from sensor_msgs.msg import CompressedImage
@@ -45,7 +44,7 @@ from . import conversions
 from .conversions import ConversionError, ThresholdOverrides
 from .depth import DepthMatch, DepthPairer, DepthSettings, RegisteredDepth, instance_geometry
 from .reporting import Problem, Reporter, with_traceback
-from .worker import Job, TrackedCommand
+from .worker import Job, TrackedCommand, TrackingSlot
 
 REPLACED_NOTE = ("; the previously tracked command {prompt!r} was stopped (a new continuous command replaces it, "
                  "also when it fails)")
@@ -155,42 +154,6 @@ class Outcome:
                                             conversions.copy_header(self.header))
 
 
-class TrackingSlot(Protocol):
-    """Where the tracked command lives (``worker.InferenceWorker`` in the node; ``SimpleSlot`` in replay)."""
-
-    @property
-    def tracked(self) -> TrackedCommand | None: ...
-    def set_tracked(self, tracked: TrackedCommand | None) -> None: ...
-    def clear_if(self, tracked: TrackedCommand) -> bool: ...
-    def still_tracked(self, tracked: TrackedCommand) -> bool: ...
-
-
-class SimpleSlot:
-    """A TrackingSlot for single-threaded callers (the replay tool, tests)."""
-
-    def __init__(self) -> None:
-        self._tracked: TrackedCommand | None = None
-        self._lock = threading.Lock()
-
-    @property
-    def tracked(self) -> TrackedCommand | None:
-        return self._tracked
-
-    def set_tracked(self, tracked: TrackedCommand | None) -> None:
-        with self._lock:
-            self._tracked = tracked
-
-    def clear_if(self, tracked: TrackedCommand) -> bool:
-        with self._lock:
-            if self._tracked is not tracked:
-                return False
-            self._tracked = None
-            return True
-
-    def still_tracked(self, tracked: TrackedCommand) -> bool:
-        return self._tracked is tracked
-
-
 @dataclass(eq=False)
 class _Frame:
     header: Any
@@ -217,12 +180,8 @@ class FramePipeline:
 
     def __init__(self, slot: TrackingSlot, settings: Callable[[], PipelineSettings], reporter: Reporter,
                  depth: DepthPairer | None = None, image_topic: str = "image", predictor: Any = None) -> None:
-        self.predictor = predictor
-        self.image_topic = image_topic
-        self._slot = slot
-        self._settings = settings
-        self._report = reporter
-        self._depth = depth
+        self.predictor, self.image_topic = predictor, image_topic
+        self._slot, self._settings, self._report, self._depth = slot, settings, reporter, depth
 
     # -- answers without a frame ----------------------------------------------------------------
 

@@ -11,9 +11,8 @@ the worker never builds a backlog. Commands that see no new frame within ``comma
 are handed to the handler as expired. ``stop`` ends the thread; ``start`` may be called again
 after it (a lifecycle node deactivated and activated again).
 
-The worker also holds the tracked command (``tracked``, ``set_tracked``, ``clear_tracked``,
-``clear_if``, ``still_tracked``: the ``pipeline.TrackingSlot`` interface), because a tracked
-command is what makes a new frame worth taking.
+The worker's ``slot`` (``TrackingSlot``) holds the tracked command, under the worker's own lock,
+because a tracked command is what makes a new frame worth taking.
 """
 
 from __future__ import annotations
@@ -84,6 +83,47 @@ class Batch:
     tracked: TrackedCommand | None
 
 
+class TrackingSlot:
+    """Holds the tracked command; thread-safe. ``condition`` (optional) is notified when it is set.
+
+    The node's worker shares its condition with it (a tracked command is what makes a new frame
+    worth taking); ``pipeline.FramePipeline`` sets and clears it; ``~/clear`` clears it.
+    """
+
+    def __init__(self, condition: threading.Condition | None = None) -> None:
+        self._condition = condition or threading.Condition()
+        self._tracked: TrackedCommand | None = None
+
+    @property
+    def tracked(self) -> TrackedCommand | None:
+        with self._condition:
+            return self._tracked
+
+    def set_tracked(self, tracked: TrackedCommand | None) -> None:
+        with self._condition:
+            self._tracked = tracked
+            self._condition.notify_all()
+
+    def clear_tracked(self) -> TrackedCommand | None:
+        """Drop the tracked command; returns it (None if there was none)."""
+        with self._condition:
+            tracked, self._tracked = self._tracked, None
+            return tracked
+
+    def clear_if(self, tracked: TrackedCommand) -> bool:
+        """Drop ``tracked`` if it is still the tracked command; True when it was."""
+        with self._condition:
+            if self._tracked is not tracked:
+                return False
+            self._tracked = None
+            return True
+
+    def still_tracked(self, tracked: TrackedCommand) -> bool:
+        """False once ``tracked`` was cleared or replaced (checked again right before publishing)."""
+        with self._condition:
+            return self._tracked is tracked
+
+
 class InferenceWorker:
     """See the module docstring. Thread-safe; every public method returns immediately."""
 
@@ -103,7 +143,7 @@ class InferenceWorker:
         self._seq = 0
         self._last_processed_seq = 0
         self._jobs: deque[Job] = deque()
-        self._tracked: TrackedCommand | None = None
+        self.slot = TrackingSlot(self._condition)  # the tracked command
         self._stopping = False
         self.frames_skipped = 0
         self.busy = False
@@ -177,39 +217,10 @@ class InferenceWorker:
         with self._condition:
             return len(self._jobs)
 
-    @property
-    def tracked(self) -> TrackedCommand | None:
-        with self._condition:
-            return self._tracked
-
-    def set_tracked(self, tracked: TrackedCommand | None) -> None:
-        with self._condition:
-            self._tracked = tracked
-            self._condition.notify_all()
-
-    def clear_tracked(self) -> TrackedCommand | None:
-        """Drop the tracked command; returns it (None if there was none)."""
-        with self._condition:
-            tracked, self._tracked = self._tracked, None
-            return tracked
-
-    def clear_if(self, tracked: TrackedCommand) -> bool:
-        """Drop ``tracked`` if it is still the tracked command; True when it was."""
-        with self._condition:
-            if self._tracked is not tracked:
-                return False
-            self._tracked = None
-            return True
-
-    def still_tracked(self, tracked: TrackedCommand) -> bool:
-        """False once ``tracked`` was cleared or replaced (the handler checks before publishing)."""
-        with self._condition:
-            return self._tracked is tracked
-
     # -- the thread -------------------------------------------------------------------------------
 
     def _has_work_locked(self) -> bool:
-        return bool(self._jobs) or self._tracked is not None
+        return bool(self._jobs) or self.slot.tracked is not None
 
     def _next_batch(self) -> Batch | None:
         """Block until there is work; None when stopping."""
@@ -224,14 +235,15 @@ class InferenceWorker:
                 ready = [job for job in self._jobs if new_frame and job.after_seq < frame.seq]
                 expired = [job for job in self._jobs
                            if job not in ready and now - job.received >= timeout_s]
-                if ready or expired or (new_frame and self._tracked is not None):
+                tracked = self.slot.tracked
+                if ready or expired or (new_frame and tracked is not None):
                     for job in ready + expired:
                         self._jobs.remove(job)
-                    use_frame = new_frame and (ready or self._tracked is not None)
+                    use_frame = new_frame and (ready or tracked is not None)
                     if use_frame:
                         self._last_processed_seq = frame.seq
                     self.busy = True
-                    return Batch(frame if use_frame else None, ready, expired, self._tracked if use_frame else None)
+                    return Batch(frame if use_frame else None, ready, expired, tracked if use_frame else None)
                 deadlines = [job.received + timeout_s - now for job in self._jobs]
                 self._condition.wait(timeout=max(0.01, min(deadlines)) if deadlines else None)
 
