@@ -82,7 +82,7 @@ class PerceptionNode(LifecycleNode):
         self._outputs = Outputs(self, self._pipeline, self._worker.slot, self._stats,
                                 lambda: self._params["publish_label_image"])
         self._state_services = [self.create_service(SetBool, "~/enable", self._on_enable),
-                          self.create_service(Trigger, "~/clear", self._on_clear)]
+                                self.create_service(Trigger, "~/clear", self._on_clear)]
         return SUCCESS
 
     @_logged
@@ -202,8 +202,9 @@ class PerceptionNode(LifecycleNode):
         if dropped is not None:
             limit = self._params["max_pending_commands"]
             self._stats.count("commands_dropped")
-            self.get_logger().warning(f"Command queue full ({limit} waiting for an image): dropped the oldest; commands "
-                                      "arrive faster than images.", throttle_duration_sec=5.0)
+            self.get_logger().warning(f"Command queue full ({limit} waiting for an image): dropped the oldest "
+                                      f"({dropped.prompt[:60]!r}); commands arrive faster than images.",
+                                      throttle_duration_sec=5.0)
             self._fail(dropped, f"dropped: more than max_pending_commands={limit} commands were waiting for an image; "
                        "a newer command replaced this one")
 
