@@ -54,6 +54,9 @@ class Inputs:
         self._logger = node.get_logger()
         self._since = time.monotonic()
         self._warned_at: float | None = None
+        # "First image / depth" lines: a flag, not rclpy's once=True, which costs ~1.7 ms per call (it
+        # inspects the caller's frame on every call) and would run for every image.
+        self._first_image = self._first_depth = True
         name, params = node.resolve_topic_name, values()
         setting, compressed, image = params["image_reliability"], params["compressed_input"], name("image")
         self.image = AdaptiveSubscription(node, CompressedImage if compressed else Image, image + (
@@ -106,9 +109,11 @@ class Inputs:
                 f"Images on {topic} have " + ("a zero stamp" if zero_stamp else "no frame_id") + ": every output copies "
                 "the image header, so results cannot be matched to a time or frame (and depth is paired by stamp). Fix "
                 "the camera driver.", throttle_duration_sec=60.0)
-        size = f"{msg.width}x{msg.height} {msg.encoding}" if isinstance(msg, Image) else msg.format
-        self._logger.info(f"First image on {topic}: {size}, frame_id '{msg.header.frame_id}' "
-                          f"({self.image.reliability_name} subscription).", once=True)
+        if self._first_image:
+            self._first_image = False
+            size = f"{msg.width}x{msg.height} {msg.encoding}" if isinstance(msg, Image) else msg.format
+            self._logger.info(f"First image on {topic}: {size}, frame_id '{msg.header.frame_id}' "
+                              f"({self.image.reliability_name} subscription).")
         if self._warned_at is not None:
             self._warned_at = None
             self._logger.info(f"Images arrive again on {topic}.")
@@ -117,8 +122,10 @@ class Inputs:
     def _depth_image(self, msg: Image) -> None:
         self._stats.count("depth_received")
         self._depth.add_depth(msg)
-        self._logger.info(f"First depth image on {self.sensors[1].topic}: {msg.width}x{msg.height} {msg.encoding}, "
-                          f"frame_id '{msg.header.frame_id}'.", once=True)
+        if self._first_depth:
+            self._first_depth = False
+            self._logger.info(f"First depth image on {self.sensors[1].topic}: {msg.width}x{msg.height} {msg.encoding}, "
+                              f"frame_id '{msg.header.frame_id}'.")
 
     def _camera_info(self, msg: CameraInfo) -> None:
         self._stats.count("camera_info_received")
