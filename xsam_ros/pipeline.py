@@ -156,6 +156,7 @@ class Outcome:
 
 @dataclass(eq=False)
 class _Frame:
+    predictor: Any
     header: Any
     rgb: np.ndarray
     settings: PipelineSettings
@@ -203,7 +204,8 @@ class FramePipeline:
 
     def run(self, frame: FrameInput, jobs: Sequence[Job], tracked: TrackedCommand | None) -> Iterator[Outcome]:
         """Answer every job, then the tracked command (unless a continuous job replaced it), on ``frame``."""
-        if self.predictor is None:
+        predictor = self.predictor  # this frame keeps it even if the node drops it meanwhile (deactivation)
+        if predictor is None:
             raise RuntimeError("FramePipeline.run needs a predictor (the model is not loaded)")
         settings = self._settings()
         header = frame.header
@@ -225,14 +227,14 @@ class FramePipeline:
         seconds["image_conversion"] = time.perf_counter() - started
         size = (rgb.shape[0], rgb.shape[1])
         try:
-            self.predictor.set_image(rgb)
+            predictor.set_image(rgb)
         except Exception as error:
             text = f"the model could not encode the {size[1]}x{size[0]} image: {type(error).__name__}: {error}"
             self._report.problem(Problem("error", "set_image", text, last_error=text))
             for job in waiting:
                 yield self.fail(job, text, header, size)
             return
-        context = _Frame(header, rgb, settings, seconds, depth_match)
+        context = _Frame(predictor, header, rgb, settings, seconds, depth_match)
         replaced = False
         for job in jobs:
             replaced |= job.continuous
@@ -258,7 +260,7 @@ class FramePipeline:
 
     def _answer(self, context: _Frame, job: Job) -> Outcome:
         try:
-            result = self.predictor.segment(job.request)
+            result = context.predictor.segment(job.request)
         except Exception as error:
             return self._engine_error(context, job, error)
         self._report.count("llm_runs")
@@ -285,7 +287,7 @@ class FramePipeline:
         # The command's own thresholds, else the node's parameters as they are now, else the model's.
         thresholds = (job.thresholds or ThresholdOverrides()).over(context.settings.thresholds)
         try:
-            result = self.predictor.decode(tracked.condition, **thresholds.as_request_fields())
+            result = context.predictor.decode(tracked.condition, **thresholds.as_request_fields())
         except Exception as error:
             return self._engine_error(context, job, error)
         instances = tracked.tracker.update(result.instances[: context.settings.max_instances])
