@@ -358,13 +358,13 @@ def test_the_node_still_answers_a_good_command(session, scene):
 
 
 def test_missing_model_fails_the_activation_with_the_reason(session, scene):
-    """A model directory without weights: activation fails (FAILURE), the node stays inactive and alive, its log
-    and /diagnostics (ERROR) say why; with no subscription while inactive, commands are not taken."""
+    """A model directory without weights: activation fails (ERROR), the node returns to unconfigured and stays
+    alive, its log and /diagnostics (ERROR) say why; with no subscription, commands are not taken."""
     _, _, broken, driver = session
     assert broken.wait_for_log("could not load the model from", 60), broken.log()
     log = broken.log()
-    assert "model.safetensors is missing" in log and "The node stays inactive" in log
-    assert driver.get_state(f"{broken.namespace}/perception_node") == "inactive"
+    assert "model.safetensors is missing" in log and "The node returns to unconfigured" in log
+    assert driver.get_state(f"{broken.namespace}/perception_node") == "unconfigured"
     status = driver.wait_for(lambda: (s := driver.latest_status()) is not None and s.level == b"\x02" and s, 10)
     assert status is not None and status.message.startswith("model not available: could not load the model")
     assert "model.safetensors" in status.message

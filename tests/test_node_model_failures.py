@@ -1,9 +1,9 @@
-"""Every failure while the node loads its model fails the activation with the reason; the node stays inactive.
+"""Every failure while the node loads its model fails the activation (ERROR) with the reason; the node is unconfigured again.
 
 The lifecycle node loads its model in ``on_activate`` (on its worker thread); a failure returns
-FAILURE: the node stays inactive (no subscription, so no command is taken), the log and
-/diagnostics (ERROR, ``model not available: <reason>``) say why, and ``activate`` may be tried
-again once the model is fixed. Three nodes start side by side (``--autostart``):
+ERROR and ``on_error`` releases everything: the node is unconfigured again (no subscription, so no
+command is taken), the log and /diagnostics (ERROR, ``model not available: <reason>``) say why,
+and ``configure`` + ``activate`` may be tried again once the model is fixed. Three nodes start side by side (``--autostart``):
 
 - a model whose configuration loads but whose warm-up inference raises (the shipped model with
   ``language.template_index`` 99: the chat template lookup fails at the first inference);
@@ -84,20 +84,24 @@ def test_a_loading_failure_fails_the_activation(nodes, name, reason):
     assert status.message.startswith("model not available: ") and reason in status.message
     values = {pair.key: pair.value for pair in status.values}
     assert values["model_state"] == "failed" and reason in values["last_error"]
-    assert values["lifecycle_state"] == "inactive"
     full_name = f"{node.namespace}/perception_node"
-    assert driver.get_state(full_name) == "inactive"
-    assert node.wait_for_log(f"The node stays inactive: fix the model (model_path) and activate it again "
-                             f"(ros2 lifecycle set {full_name} activate)", 5)
+    assert driver.get_state(full_name) == "unconfigured"  # ERROR -> on_error released everything
+    assert node.wait_for_log(f"The node returns to unconfigured: fix the model (model_path), then configure and "
+                             f"activate it again (ros2 lifecycle set {full_name} configure, then activate)", 5)
     if name == "warm_up":  # an unexpected inference error: its traceback is in the log
         assert "Traceback (most recent call last)" in node.log() and "IndexError" in node.log()
-    assert driver.command_pub.get_subscription_count() == 0  # inactive: no command is taken
-    assert driver.change_state(full_name, "activate") is False  # still broken: FAILURE again, still inactive
-    assert driver.get_state(full_name) == "inactive" and node.alive()
+    assert driver.command_pub.get_subscription_count() == 0  # no subscription: no command is taken
+    values = driver.wait_for(lambda: driver.latest_values().get("lifecycle_state") == "unconfigured"
+                             and driver.latest_values(), 10)
+    assert values and values["model_state"] == "failed" and reason in values["last_error"]  # the reason stays
+    assert driver.change_state(full_name, "configure") is True
+    assert driver.change_state(full_name, "activate") is False  # still broken: ERROR again, unconfigured again
+    assert driver.get_state(full_name) == "unconfigured" and node.alive()
     if name != "corrupt":
         return
     # Fixed on disk: the same node activates and answers.
     shutil.copy(workdir / "good_weights.safetensors", workdir / "corrupt_weights" / "model.safetensors")
+    assert driver.change_state(full_name, "configure") is True, node.log()[-3000:]
     assert driver.change_state(full_name, "activate") is True, node.log()[-3000:]
     assert driver.get_state(full_name) == "active"
     wait_for_node_inputs(driver, [driver.command_pub, driver.image_pub])

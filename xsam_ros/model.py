@@ -72,8 +72,9 @@ def failure(error: BaseException | None, node: str) -> tuple[str, str, BaseExcep
         reason = "the node shut down while the model was loading"
     else:
         reason = str(error) if isinstance(error, ModelLoadError) else f"loading the model failed: {error!r}"
-    text = (f"Activation failed, model not available: {reason}. The node stays inactive: fix the model (model_path) "
-            f"and activate it again (ros2 lifecycle set {node} activate).")
+    text = (f"Activation failed (ERROR), model not available: {reason}. The node returns to unconfigured: fix the "
+            f"model (model_path), then configure and activate it again (ros2 lifecycle set {node} configure, "
+            f"then activate).")
     return reason, text, error.__cause__ if isinstance(error, ModelLoadError) else error
 
 

@@ -4,8 +4,10 @@ Started by ``ros2 launch xsam_ros perception.launch.py`` (configured and activat
 or ``ros2 run xsam_ros perception_node`` / ``python -m xsam_ros.perception_node`` (unconfigured unless
 ``--autostart``). Parameters are declared in ``__init__`` so that ``ros2 param`` works in every state;
 ``on_configure`` creates publishers, services and the pipeline; ``on_activate`` loads the model on the
-worker thread (a failure returns FAILURE: the node stays inactive) and subscribes; ``on_deactivate``
-answers waiting commands, stops the worker and frees the model. README "Lifecycle", "Architecture".
+worker thread and subscribes; a model that cannot load returns ERROR with the reason (logged and in
+/diagnostics), and ``on_error`` releases everything so the node is unconfigured again (fix the model,
+then configure and activate); ``on_deactivate`` answers waiting commands, stops the worker and frees
+the model. README "Lifecycle", "Architecture".
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from .reporting import EngineLogHandler, NodeReporter, Problem, with_traceback
 from .worker import Batch, InferenceWorker, Job
 
 NODE_NAME = "perception_node"
-SUCCESS, FAILURE, ERROR = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE, TransitionCallbackReturn.ERROR
+SUCCESS, ERROR = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.ERROR
 STOP_TIMEOUT_S = 10.0  # on_deactivate waits this long for the frame in flight
 
 
@@ -98,7 +100,7 @@ class PerceptionNode(LifecycleNode):
             self._model_state, self._model_error = "failed", reason
             self._stats.error(reason)
             self.get_logger().error(with_traceback(text, cause, 3000) if cause is not None else text)
-            return FAILURE
+            return ERROR  # -> on_error -> unconfigured
         self._inputs = Inputs(self, lambda: self._params, self._stats, self._reporter,
                               self._depth if self._params["use_depth"] else None, self._on_frame, self._command,
                               lambda: self._worker.frame_seq, self._answer_header)
@@ -116,11 +118,17 @@ class PerceptionNode(LifecycleNode):
         return SUCCESS
 
     @_logged
-    def on_shutdown(self, state) -> TransitionCallbackReturn:  # also on_error: release, then unconfigured
+    def on_shutdown(self, state) -> TransitionCallbackReturn:
         self.release()
         return SUCCESS
 
-    on_error = on_shutdown
+    @_logged
+    def on_error(self, state) -> TransitionCallbackReturn:
+        """After a transition returned ERROR (a model that cannot load): release inputs, worker, model and
+        outputs, keep the reason for /diagnostics; SUCCESS takes the node to unconfigured."""
+        self._deactivate("the node's activation failed: " + (self._model_error or "see its log"))
+        self._cleanup()
+        return SUCCESS
 
     def _load_model(self) -> None:
         """Worker thread: load and warm up (model.load_model), then hand the predictor to the pipeline."""
