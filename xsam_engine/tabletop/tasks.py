@@ -303,9 +303,18 @@ def _interactive(ctx: _Context) -> TaskSample:
 
 
 def _vgd(ctx: _Context) -> TaskSample:
-    objects = ctx.shuffled_objects()
-    count = int(ctx.rng.integers(1, min(MAX_VGD_REGIONS, len(objects)) + 1))
-    return _region_sample(ctx, Task.VGD, objects[:count])
+    """Regions index categories, as in the official VGD data (``vgdseg_dataset.py``: one region per
+    sampled category, its prompt drawn from one instance of that category; every instance of the
+    category is a target of that region). So no two regions share a category and every object is
+    a target of at most one region."""
+    prompted, categories = [], set()
+    for instance_id in ctx.shuffled_objects():  # the first object drawn of each category
+        category = ctx.scene.object(instance_id).category
+        if category not in categories:
+            categories.add(category)
+            prompted.append(instance_id)
+    count = int(ctx.rng.integers(1, min(MAX_VGD_REGIONS, len(prompted)) + 1))
+    return _region_sample(ctx, Task.VGD, prompted[:count])
 
 
 def _gcg(ctx: _Context) -> TaskSample | None:
