@@ -23,8 +23,8 @@ import numpy as np
 
 from ..predictor import XSamPredictor
 from ..requests import SegmentationRequest, Task
-from ..tabletop.catalog import CLASSES, COLOURS
-from ..tabletop.scenes import Scene, generate_scene
+from ..tabletop.language import absent_expressions
+from ..tabletop.scenes import generate_scene
 from ..tabletop.tasks import sample_task
 from .evaluate import HELD_OUT_FIRST_SEED
 from .metrics import mask_iou
@@ -42,22 +42,6 @@ class ReferringAnswer:
     score: float
     mask_pixels: int
     iou: float
-
-
-def absent_expressions(scene: Scene, rng: np.random.Generator) -> dict[str, str]:
-    """{"absent_class": "green bottle", "absent_colour": "blue cup"} for a scene (either may be missing)."""
-    present = {(obj.category, obj.colour) for obj in scene.objects}
-    categories = sorted({category for category, _ in present})
-    colours = list(COLOURS)
-    expressions = {}
-    missing_classes = [name for name in CLASSES if name not in categories]
-    if missing_classes:
-        expressions["absent_class"] = f"{colours[rng.integers(len(colours))]} {missing_classes[rng.integers(len(missing_classes))]}"
-    swaps = [(colour, category) for category in categories for colour in colours if (category, colour) not in present]
-    if swaps:
-        colour, category = swaps[rng.integers(len(swaps))]
-        expressions["absent_colour"] = f"{colour} {category}"
-    return expressions
 
 
 def collect_answers(

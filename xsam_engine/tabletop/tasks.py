@@ -31,7 +31,7 @@ from ..requests import PromptKind, SegmentationRequest, Task, VisualPrompt
 from ..visual_prompts import rasterise_prompt
 from .captions import sample_caption
 from .catalog import ALL_CLASSES, CLASSES, STUFF_CLASSES
-from .language import sample_referring_expression
+from .language import absent_expressions, sample_referring_expression
 from .reasoning import sample_reasoning
 from .regions import sample_visual_prompt
 from .scenes import Scene
@@ -148,6 +148,38 @@ def _referring(ctx: _Context) -> TaskSample | None:
             instance_ids=[instance_id],
         )
     return None
+
+
+def absent_referring_sample(
+    scene: Scene, rng: np.random.Generator, template_index: int | None = None
+) -> TaskSample | None:
+    """A referring command for an object that is not in the scene, with no target.
+
+    The expression is "<colour> <class>" of a class not in the scene, or of a class in the scene
+    in a colour none of its objects has (`absent_expressions`, the two kinds the absent-object
+    measurement asks; drawn with equal odds). With no target, the set criterion makes every query
+    "no object", which teaches the phrase probability to say "absent" (X-SAM's answer template
+    stays "<SEG>."; the threshold on that probability gives "not found"). None when the scene
+    leaves no absent expression.
+    """
+    options = absent_expressions(scene, rng)
+    if not options:
+        return None
+    kinds = sorted(options)
+    expression = options[kinds[int(rng.integers(len(kinds)))]]
+    ctx = _Context(scene, rng, template_index, None)
+    question_index, _ = ctx.pick(REFERRING_QUESTIONS)
+    _, answer = ctx.pick(SEG_ANSWERS)
+    return TaskSample(
+        task=Task.REFERRING,
+        request=SegmentationRequest(Task.REFERRING, text=expression),
+        question=question_for(Task.REFERRING, text=expression, template_index=question_index),
+        answer=answer,
+        target_masks=[],
+        target_labels=[],
+        labels=(expression,),
+        instance_ids=[],
+    )
 
 
 def _reasoning(ctx: _Context) -> TaskSample | None:
