@@ -8,32 +8,26 @@ Typical use::
     result = predictor.segment(SegmentationRequest(Task.REFERRING, text="red cup"))
 """
 
-from .configuration_xsam import XSamConfig
-from .requests import PromptKind, SegmentationRequest, Task, VisualPrompt
-from .results import Condition, Instance, SegmentationResult
+from importlib import import_module
 
-__all__ = [
-    "Condition",
-    "Instance",
-    "PromptKind",
-    "SegmentationRequest",
-    "SegmentationResult",
-    "Task",
-    "VisualPrompt",
-    "XSamConfig",
-    "XSamModel",
-    "XSamPredictor",
-]
+# Every public name loads on first use, so that `import xsam_engine.requests` (what the ROS node's
+# message conversions need) imports neither torch nor transformers (README "Architecture").
+_PUBLIC = {
+    "Condition": "results",
+    "Instance": "results",
+    "PromptKind": "requests",
+    "SegmentationRequest": "requests",
+    "SegmentationResult": "results",
+    "Task": "requests",
+    "VisualPrompt": "requests",
+    "XSamConfig": "configuration_xsam",
+    "XSamModel": "modeling_xsam",
+    "XSamPredictor": "predictor",
+}
+__all__ = sorted(_PUBLIC)
 
 
 def __getattr__(name: str):
-    # torch-heavy classes load lazily so `import xsam_engine` stays cheap.
-    if name == "XSamModel":
-        from .modeling_xsam import XSamModel
-
-        return XSamModel
-    if name == "XSamPredictor":
-        from .predictor import XSamPredictor
-
-        return XSamPredictor
+    if name in _PUBLIC:
+        return getattr(import_module(f".{_PUBLIC[name]}", __name__), name)
     raise AttributeError(f"module 'xsam_engine' has no attribute {name!r}")

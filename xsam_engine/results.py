@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from .requests import SegmentationRequest, Task, Thresholds
+
+if TYPE_CHECKING:  # results are read without torch (the ROS conversions); only conditions hold tensors
+    import torch
 
 
 @dataclass(frozen=True, eq=False)
