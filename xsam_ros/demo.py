@@ -3,6 +3,10 @@
     python -m xsam_ros.demo            # what `make demo` runs
     python -m xsam_ros.demo --command "find all bowls" --seed 5 --output out/bowls.png
 
+The default scene is not chosen for the model: it is the first held-out seed (from 900,000,000,
+the evaluation's range) whose generated 640x480 scene holds exactly one red cup (seed 900000011:
+red cup, green plate, orange bottle, black plate), a rule fixed before the shipped model was trained.
+
 What it does:
 1. starts ``perception_node`` as its own process (default model unless --model-path), in a
    private namespace, with config/perception.yaml;
@@ -30,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 PACKAGE = "xsam_ros"
+DEMO_FIRST_SEED = 900_000_000  # the held-out range: training scenes come from far lower seeds
 SOURCE_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -49,8 +54,9 @@ def share_file(*parts: str) -> Path:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--command", default="grasp the red cup", help="natural-language command to send")
-    parser.add_argument("--seed", type=int, default=23,
-                        help="tabletop scene seed; the scene always contains a red cup (placed first)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="tabletop scene seed (the scene as generated, nothing forced); default: the first "
+                        f"held-out seed from {DEMO_FIRST_SEED:,} whose 640x480 scene holds exactly one red cup")
     parser.add_argument("--model-path", default="", help="model directory; empty = the built-in demo model")
     parser.add_argument("--output", default="out/demo_overlay.png", help="where to write the overlay PNG")
     parser.add_argument("--timeout", type=float, default=50.0, help="seconds to wait for the answer")
@@ -109,9 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = env["ROS_AUTOMATIC_DISCOVERY_RANGE"]
     namespace = f"/xsam_demo_{os.getpid()}"
 
-    from xsam_engine.tabletop.scenes import generate_scene
+    from xsam_engine.tabletop.scenes import generate_scene, seeds_with_one
 
-    scene = generate_scene(args.seed, 640, 480, include=[("cup", "red")])
+    if args.seed is None:  # a rule fixed before the model was trained, not a scene chosen for it
+        args.seed = seeds_with_one("cup", "red", 1, DEMO_FIRST_SEED)[0]
+    scene = generate_scene(args.seed, 640, 480)
     print(f"Scene {args.seed}: {', '.join(o.name for o in scene.objects)}; ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']}, "
           f"namespace {namespace}", flush=True)
     node_process = start_node(namespace, args.model_path, env)

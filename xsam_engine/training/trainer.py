@@ -66,6 +66,7 @@ class TrainingConfig:
     selection: str = "matched"  # query matching: "matched" (class + mask cost) or "best_mask" (mask cost only; losses.py)
     eval_every: int = 0  # write a held-out learning-curve point every N steps (0 = none; curves.py)
     eval_scenes: int = 50  # held-out scenes per curve point (the fixed subset from seed 9e8)
+    init_from: str = ""  # a saved model directory to start from instead of random weights ("" = none)
 
 
 def _learning_rate_factor(step: int, config: TrainingConfig) -> float:
@@ -125,6 +126,8 @@ def train(config: TrainingConfig, export_dir: str | Path | None = None) -> Path 
         start_step, elapsed = int(state["step"]), float(state["elapsed"])
         cpu_before = float(state.get("cpu_seconds", 0.0))
         logger.info("Resuming from step %d (%.0f s trained so far).", start_step, elapsed)
+    elif config.init_from:
+        _initialise_from(model, config.init_from)
     clock = _Clock(elapsed, cpu_before)
     curve_path = output_dir / CURVE_NAME
     if (config.eval_every > 0 and start_step > 0 and start_step % config.eval_every == 0
@@ -227,6 +230,18 @@ class _Clock:
     def state(self) -> dict:
         # Worker CPU is folded into the total: a resumed invocation starts new workers at zero.
         return {"elapsed": self.wall(), "cpu_seconds": self.cpu()}
+
+
+def _initialise_from(model: XSamModel, directory: str) -> None:
+    """Copy a saved model's weights (any float dtype) into `model`; the architectures must match."""
+    from ..checkpoint import load_pretrained
+
+    source, _ = load_pretrained(directory)
+    if source.config.to_dict() != model.config.to_dict() | {"postprocess": source.config.to_dict()["postprocess"]}:
+        raise ValueError(f"--init-from {directory}: its architecture ({source.config.name}) differs from "
+                         f"--architecture ({model.config.name}); pick the matching architecture.")
+    model.load_state_dict({k: v.float() for k, v in source.state_dict().items()})
+    logger.info("Initialised from %s.", directory)
 
 
 def _training_device(name: str) -> torch.device:
