@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from xsam_engine.masks import mask_iou as iou  # noqa: F401 (the tests import it from here)
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL_WEIGHTS = REPO_ROOT / "xsam_engine" / "default_model" / "model.safetensors"
 FASTDDS_PROFILE = REPO_ROOT / "config" / "fastdds_large_images.xml"
@@ -337,11 +339,6 @@ def mask_from_msg(instance, width: int, height: int) -> np.ndarray:
     crop = crop[:, : instance.mask.width] > 0
     full[roi.y_offset: roi.y_offset + roi.height, roi.x_offset: roi.x_offset + roi.width] = crop
     return full
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 0.0
 
 
 def stages(message) -> dict[str, float]:

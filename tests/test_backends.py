@@ -172,3 +172,39 @@ def test_model_loaded_by_the_factory_drops_its_pytorch_encoders(tmp_path):
     request = SegmentationRequest(task=Task.REFERRING, text="red cup")
     got, expected = predictor.segment(request), reference.segment(request)
     assert [i.box_xyxy for i in got.instances] == [i.box_xyxy for i in expected.instances]
+
+
+def test_a_backend_that_raises_is_logged_with_its_traceback_and_one_summary_line(tmp_path, caplog):
+    """engine_cache_dir names a file, so exporting the ONNX graphs for ONNX Runtime raises while the
+    backend starts: the fallback to torch keeps its one summary line, and a WARNING record carries
+    the traceback (where it was raised), not only the one-line reason."""
+    pytest.importorskip("onnxruntime")
+    not_a_directory = tmp_path / "engine_cache"
+    not_a_directory.write_text("a file where the engine cache directory should be")
+    model, tokenizer = tiny_model_and_tokenizer()
+    with caplog.at_level(logging.DEBUG, logger="xsam_engine"):
+        predictor, info = create_predictor(backend="onnxruntime", device="cpu", model=model, tokenizer=tokenizer,
+                                           engine_cache_dir=not_a_directory)
+    records = _backend_records(caplog)
+    summaries = [r for r in records if r.getMessage().startswith("Backend: asked for backend=onnxruntime")]
+    assert len(summaries) == 1 and summaries[0].levelno == logging.WARNING
+    assert "using torch on cpu" in summaries[0].getMessage()
+    assert "onnxruntime failed to start (NotADirectoryError" in summaries[0].getMessage()
+    (traceback_record,) = [r for r in records if r.exc_info]
+    assert traceback_record.levelno == logging.WARNING and traceback_record.exc_info[0] is NotADirectoryError
+    assert traceback_record.getMessage() == "The onnxruntime backend raised while starting; falling back."
+    assert "Traceback (most recent call last)" in caplog.text and "in ensure_onnx" in caplog.text
+    assert info.backend == "torch" and info.fallback and predictor.stages is predictor.model
+
+
+def test_the_traceback_is_logged_even_when_the_caller_logs_the_summary(tmp_path, caplog):
+    """log=False (the node) hands the summary to the caller, not the traceback."""
+    not_a_directory = tmp_path / "engine_cache"
+    not_a_directory.write_text("")
+    model, tokenizer = tiny_model_and_tokenizer()
+    with caplog.at_level(logging.DEBUG, logger="xsam_engine"):
+        _, info = create_predictor(backend="onnxruntime", device="cpu", model=model, tokenizer=tokenizer,
+                                   engine_cache_dir=not_a_directory, environment=CPU_ONLY, log=False)
+    records = _backend_records(caplog)
+    assert len(records) == 1 and records[0].exc_info and records[0].levelno == logging.WARNING
+    assert info.backend == "torch" and "NotADirectoryError" in info.reason

@@ -155,9 +155,48 @@ def test_convert_command_writes_a_loadable_model(tmp_path) -> None:
     model, tokenizer = tiny_model_and_tokenizer(seed=5)
     torch.save(_official_checkpoint(model), tmp_path / "pytorch_model.bin")
     build_tokenizer().save_pretrained(tmp_path / "tok")
-    # The converter uses the released configuration; a tiny checkpoint must be refused with the
-    # shape report, not loaded half-way.
+    common = ["--checkpoint", str(tmp_path / "pytorch_model.bin"), "--tokenizer", str(tmp_path / "tok"), "--dtype", "float32"]
+    # Without --config the converter uses the released configuration; a tiny checkpoint must be
+    # refused with the shape report, not loaded half-way.
     with pytest.raises(ValueError, match="does not fit|tokens"):
-        convert(["--checkpoint", str(tmp_path / "pytorch_model.bin"), "--tokenizer", str(tmp_path / "tok"),
-                 "--out", str(tmp_path / "out")])
-    assert not (tmp_path / "out").exists()
+        convert([*common, "--out", str(tmp_path / "released")])
+    assert not (tmp_path / "released").exists()
+    # With the checkpoint's own configuration it converts; the result runs exactly like the original.
+    model.config.save(tmp_path / "tiny.json")
+    assert convert([*common, "--config", str(tmp_path / "tiny.json"), "--out", str(tmp_path / "out")]) == 0
+    loaded, loaded_tokenizer = load_pretrained(tmp_path / "out")
+    assert loaded.config == model.config
+    image = scene_image(seed=8)
+    _assert_same_results(_run(model, tokenizer, image), _run(loaded, loaded_tokenizer, image))
+    # A saved model's config.json (the XSamConfig wrapped with format_version / metadata) is accepted too.
+    assert convert([*common, "--config", str(tmp_path / "out" / "config.json"), "--out", str(tmp_path / "again")]) == 0
+    assert load_pretrained(tmp_path / "again")[0].config == model.config
+
+
+def test_convert_config_option_refuses_bad_files_with_the_fix(tmp_path) -> None:
+    from xsam_engine.convert import read_config
+
+    with pytest.raises(FileNotFoundError, match="XSamConfig.save"):
+        read_config(tmp_path / "missing.json")
+    (tmp_path / "broken.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not JSON"):
+        read_config(tmp_path / "broken.json")
+    (tmp_path / "unknown.json").write_text('{"language": {"add_eos": true}}')
+    with pytest.raises(ValueError, match="add_eos"):
+        read_config(tmp_path / "unknown.json")
+
+
+def test_configurations_default_to_the_bos_form_x_sam_was_trained_with(tmp_path) -> None:
+    """Official `encode_fn(..., next_needs_bos_token=True)` (encode.py) is how the released weights were
+    trained and evaluated, so the released configuration prepends BOS; a configuration file that does not
+    mention `add_bos` gets the same default; the shipped tabletop model states its own form (trained without)."""
+    import json
+
+    from xsam_engine.checkpoint import CONFIG_NAME, DEFAULT_MODEL_DIR
+    from xsam_engine.convert import read_config
+
+    assert XSamConfig.released().language.add_bos is True
+    (tmp_path / "no_bos_field.json").write_text('{"language": {"vocab_size": 300}}')
+    assert read_config(tmp_path / "no_bos_field.json").language.add_bos is True
+    shipped = json.loads((DEFAULT_MODEL_DIR / CONFIG_NAME).read_text())
+    assert shipped["config"]["language"]["add_bos"] is False

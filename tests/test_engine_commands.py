@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from xsam_engine import Instance, Task
-from xsam_engine.commands import parse_command, singular
+from xsam_engine.commands import contains_words, is_tracking_command, parse_command, singular, words
 from xsam_engine.prompts import chat_prompt, question_for
 from xsam_engine.tracking import InstanceTracker
 
@@ -28,6 +28,87 @@ from xsam_engine.tracking import InstanceTracker
 def test_commands_map_to_tasks(command: str, task: Task, text: str) -> None:
     request = parse_command(command)
     assert request.task is task and request.text == text
+
+
+# Words that contain a reasoning marker, an action verb or a demo-syntax key inside them. Routing is by
+# whole words, so each stays an object name: "show" holds "how", "chowder" "how", "whatnot" "what",
+# "anythingbox" "anything", "shower" "how", "kiwi amulet" "i am", "potato holder" "to hold", "tomato eater"
+# "to eat", "whyte" "why", "hungryman" "hungry", "somethingness" "something", "suitabletop" "suitable".
+@pytest.mark.parametrize(
+    "command, text",
+    [
+        ("show me the red cup", "red cup"),
+        ("grasp the chowder bowl", "chowder bowl"),
+        ("get the whatnot", "whatnot"),
+        ("grab the anythingbox", "anythingbox"),
+        ("grab the shower head", "shower head"),
+        ("take the kiwi amulet", "kiwi amulet"),
+        ("fetch the potato holder", "potato holder"),
+        ("find the tomato eater", "tomato eater"),
+        ("grasp the whyte mug", "whyte mug"),
+        ("get the hungryman box", "hungryman box"),
+        ("locate the somethingness", "somethingness"),
+        ("highlight the suitabletop", "suitabletop"),
+        ("find the coins: gold and silver", "coins: gold and silver"),
+        ("showcase bowl", "showcase bowl"),
+    ],
+)
+def test_markers_inside_words_do_not_route(command: str, text: str) -> None:
+    request = parse_command(command)
+    assert (request.task, request.text) == (Task.REFERRING, text)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "how do I carry soup?",
+        "which one can hold soup?",
+        "what can I drink from",
+        "I'm hungry",
+        "i am thirsty",
+        "Why is the bowl there, get it",
+        "get me anything to eat",
+        "bring me the object that is used for cutting",
+        "find the thing that holds pens",
+        "grab something suitable for flowers",
+    ],
+)
+def test_real_reasoning_markers_still_route_to_reasoning(command: str) -> None:
+    request = parse_command(command)
+    assert (request.task, request.text) == (Task.REASONING, command.rstrip("?"))
+
+
+def test_word_helpers() -> None:
+    assert words("Show me the RED cup, I'm sure!") == ("show", "me", "the", "red", "cup", "i'm", "sure")
+    assert words("I\u2019d like it") == ("i'd", "like", "it")
+    assert contains_words(words("grasp the chowder bowl"), "how") is False
+    assert contains_words(words("how about the bowl"), "how") is True
+    assert contains_words(words("the thing that holds"), "thing that") is True
+    assert contains_words(words("the thing, that holds"), "thing that") is True  # punctuation is not a word
+    assert contains_words(words("the thingthat holds"), "thing that") is False
+
+
+@pytest.mark.parametrize(
+    "text, continuous",
+    [
+        ("track the red cup", True),
+        ("Follow the mug", True),
+        ("keep tracking the bowl", True),
+        ("  track\tthe cup", True),
+        ("tracker on the table", False),
+        ("followup cup", False),
+        ("grasp the red cup", False),
+        ("keep the cup", False),
+    ],
+)
+def test_tracking_commands_are_recognised_by_whole_words(text: str, continuous: bool) -> None:
+    assert is_tracking_command(text) is continuous
+
+
+def test_demo_syntax_keys_are_whole_words() -> None:
+    assert parse_command("ins: cup; sem: table").task is Task.PANOPTIC
+    request = parse_command("grasp the coins: gold")
+    assert (request.task, request.text) == (Task.REFERRING, "coins: gold")
 
 
 def test_referring_command_uses_the_official_template_with_the_phrase() -> None:

@@ -9,7 +9,7 @@ import torch
 from engine_fixtures import scene_image, tiny_model_and_tokenizer, tiny_predictor
 from xsam_engine import SegmentationRequest, Task, VisualPrompt
 from xsam_engine.predictor import XSamPredictor
-from xsam_engine.prompts import chat_prompt, question_for, template_answer
+from xsam_engine.prompts import chat_prompt, has_template_answer, question_for, template_answer
 from xsam_engine.timing import StageTimer
 from xsam_engine.tokenization import add_xsam_tokens, encode_with_placeholders
 
@@ -61,7 +61,7 @@ def test_every_task_runs_end_to_end(predictor: XSamPredictor, task: Task) -> Non
     if task in (Task.REFERRING, Task.INTERACTIVE):
         assert len(result.instances) <= 1
     assert {"mask_encoder", "pixel_decoder", "llm"} <= set(result.timings)
-    if not task.generates_text:  # random weights rarely generate <SEG>: only forced tasks surely decode
+    if has_template_answer(task):  # random weights rarely generate <SEG>: only forced tasks surely decode
         assert result.condition.labels and "decoder" in result.timings
 
 
@@ -124,7 +124,9 @@ def _overfit_to_template(model, tokenizer, image: np.ndarray, answer: str, steps
     model.train()
     for step in range(steps):
         phrase = ("red cup", "blue bowl", "green mug")[step % 3]
-        prompt = encode_with_placeholders(tokenizer, chat_prompt(question_for(Task.REFERRING, phrase)))
+        prompt = encode_with_placeholders(
+            tokenizer, chat_prompt(question_for(Task.REFERRING, phrase)), add_bos=model.config.language.add_bos
+        )
         sequence = model.language_model.splice(prompt + answer_ids, image_tokens.detach())
         states = model.language_model.llm.model(inputs_embeds=sequence.embeds[None]).last_hidden_state[0]
         targets = torch.tensor(answer_ids)
@@ -169,3 +171,155 @@ def test_errors_say_what_to_fix() -> None:
     with pytest.raises(ValueError, match="covers no pixel"):
         predictor.segment(SegmentationRequest(Task.INTERACTIVE, regions=(VisualPrompt.point(5000, 5000),)))
     assert predictor.segment(REQUESTS[Task.REFERRING]).task is Task.REFERRING  # still usable
+
+
+def _scene_crop(height: int, width: int) -> np.ndarray:
+    """The top-left height x width pixels of a rendered scene (scenes are at least 64x64)."""
+    return np.ascontiguousarray(scene_image(width=max(width, 64), height=max(height, 64))[:height, :width])
+
+
+def _columns_mask(height: int, width: int, columns: list[int]) -> np.ndarray:
+    mask = np.zeros((height, width), dtype=bool)
+    mask[:, columns] = True
+    return mask
+
+
+@pytest.mark.parametrize(
+    ("height", "width", "column", "expected_columns"),
+    [
+        # 8x128 -> scaled (4, 64) in the tiny model's 64² input (x 0.5). PIL NEAREST reads source column
+        # floor((j + 0.5) * 2) = 2j + 1 for input column j: column 5 becomes input column 2. Back with torch
+        # "nearest" (source floor(dst * 64 / 128) = floor(dst / 2)): output columns 4 and 5 read input
+        # column 2. Rows: all 8 rows -> all 4 -> all 8. The 1-px box becomes 2 px wide.
+        (8, 128, 5, [4, 5]),
+        (8, 128, 9, [8, 9]),
+        # 40x96 -> scaled (27, 64) (x 2/3). Column 3: input column j reads floor((j + 0.5) * 1.5), so j = 2
+        # reads 3; back, output column c reads floor(c * 64 / 96): c = 3 and c = 4 read 2.
+        (40, 96, 3, [3, 4]),
+        # 16x32 -> scaled (32, 64) (x 2): column 5 becomes input columns 10 and 11; back, output column c
+        # reads floor(c * 2), so only c = 5 reads them: upscaling keeps the prompt as drawn.
+        (16, 32, 5, [5]),
+    ],
+)
+def test_interactive_prompt_is_matched_after_the_images_resize_round_trip(height, width, column, expected_columns):
+    """Official intseg post-processing: `sem_seg_postprocess(vprompt_mask, scaled_size, H, W, mode="nearest")`
+    of the model-input prompt; the predictor stores that prompt in `Condition.prompt_masks`."""
+    predictor = tiny_predictor()
+    predictor.set_image(_scene_crop(height, width))
+    box = VisualPrompt.from_box(column, 0, column + 1, height)  # one pixel column, full height
+    request = SegmentationRequest(Task.INTERACTIVE, regions=(box,))
+    condition = predictor.encode_request(request)
+    (seen,) = condition.prompt_masks
+    np.testing.assert_array_equal(seen, _columns_mask(height, width, expected_columns))
+    result = predictor.decode(condition)
+    assert len(result.instances) <= 1 and result.condition.prompt_masks[0] is seen
+
+
+def test_vgd_prompts_are_stored_after_the_round_trip_too() -> None:
+    predictor = tiny_predictor()
+    predictor.set_image(_scene_crop(8, 128))
+    regions = (VisualPrompt.from_box(5, 0, 6, 8), VisualPrompt.from_box(9, 0, 10, 8))  # see the test above
+    condition = predictor.encode_request(SegmentationRequest(Task.VGD, regions=regions, score_threshold=0.0))
+    np.testing.assert_array_equal(condition.prompt_masks[0], _columns_mask(8, 128, [4, 5]))
+    np.testing.assert_array_equal(condition.prompt_masks[1], _columns_mask(8, 128, [8, 9]))
+
+
+def test_a_prompt_that_nearest_sampling_would_lose_is_kept_in_its_cell() -> None:
+    """Column 4 of a 128-px-wide image resized to 64 px: PIL NEAREST at x 0.5 reads only odd source
+    columns, so the official resize would lose it (and X-SAM's sampler would then fail on zero points).
+    Ours keeps it in the input cell that contains it: column 4 * 64 // 128 = 2, rows 0..3 of the
+    4 x 64 input; back at 8 x 128 (torch nearest, source = floor(dst / 2)) that is columns 4 and 5."""
+    predictor = tiny_predictor()
+    predictor.set_image(_scene_crop(8, 128))
+    request = SegmentationRequest(Task.INTERACTIVE, regions=(VisualPrompt.from_box(4, 0, 5, 8),))
+    condition = predictor.encode_request(request)
+    (seen,) = condition.prompt_masks
+    assert seen.shape == (8, 128) and np.flatnonzero(seen.any(axis=0)).tolist() == [4, 5] and seen[:, 4].all()
+
+
+@pytest.mark.parametrize("add_bos", [True, False])
+def test_prompt_ids_start_with_bos_exactly_when_the_configuration_says_so(add_bos: bool) -> None:
+    """X-SAM's `encode_fn` with `next_needs_bos_token=True` (training, evaluation) puts `bos_token_id` before
+    the user turn; with False (the official demo) the turn starts directly with `<|user|>`. The tabletop
+    tokenizer numbers its tokens like Phi-3's: `<s>` = 1."""
+    model, tokenizer = tiny_model_and_tokenizer()
+    model.config.language.add_bos = add_bos
+    predictor = XSamPredictor(model, tokenizer)
+    request = REQUESTS[Task.REFERRING]
+    ids = predictor.prompt_ids(request)
+    turn = encode_with_placeholders(tokenizer, chat_prompt(question_for(Task.REFERRING, "red cup")))
+    user = tokenizer.convert_tokens_to_ids("<|user|>")
+    assert tokenizer.bos_token_id == 1 and turn[0] == user
+    assert ids == ([1] + turn if add_bos else turn)
+
+
+def test_bos_reaches_the_language_model() -> None:
+    """Same weights, same request: with BOS the LLM sees one more token, so its `<SEG>` state differs."""
+    image = scene_image(seed=9)
+    embeds = {}
+    for add_bos in (True, False):
+        model, tokenizer = tiny_model_and_tokenizer()
+        model.config.language.add_bos = add_bos
+        predictor = XSamPredictor(model, tokenizer)
+        predictor.set_image(image)
+        embeds[add_bos] = predictor.encode_request(REQUESTS[Task.REFERRING]).seg_embeds
+    assert not torch.allclose(embeds[True], embeds[False], atol=1e-4)
+
+
+def test_shipped_model_keeps_the_prompt_form_it_was_trained_with() -> None:
+    predictor = XSamPredictor.from_pretrained()
+    assert predictor.model.config.language.add_bos is False  # trained without BOS; config.json states it
+    assert predictor.prompt_ids(REQUESTS[Task.REFERRING])[0] == predictor.tokenizer.convert_tokens_to_ids("<|user|>")
+
+
+class _CallCounter:
+    """Counts forward calls of a module through a real forward hook."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        self.calls = 0
+        self._handle = module.register_forward_hook(self._count)
+
+    def _count(self, *_: object) -> None:
+        self.calls += 1
+
+    def remove(self) -> None:
+        self._handle.remove()
+
+
+def _count_llm_calls(predictor: XSamPredictor, request: SegmentationRequest):
+    """(result, transformer forward calls, LM-head calls) of one `segment`: the LM head runs once per
+    generated token, never on the teacher-forced path."""
+    llm = predictor.model.language_model.llm
+    forwards, heads = _CallCounter(llm.model), _CallCounter(llm.lm_head)
+    try:
+        result = predictor.segment(request)
+    finally:
+        forwards.remove()
+        heads.remove()
+    return result, forwards.calls, heads.calls
+
+
+def test_reasoning_is_one_teacher_forced_forward_by_default(predictor: XSamPredictor) -> None:
+    """The official ReasonSeg evaluation teacher-forces `<SEG>.`: one LLM forward, zero decode steps, and
+    always a `<SEG>`, so the mask decoder always runs (random weights, which rarely generate `<SEG>`, included)."""
+    request = SegmentationRequest(Task.REASONING, text="something to drink from")
+    result, forwards, heads = _count_llm_calls(predictor, request)
+    assert (forwards, heads) == (1, 0)
+    assert result.condition.seg_embeds.shape[0] == 1 and result.condition.condition_embeds.shape[0] == 1
+    assert result.condition.labels == ("something to drink from",) and result.text == ""
+    assert "decoder" in result.timings and "postprocess" in result.timings
+
+
+@pytest.mark.parametrize("task", [Task.REASONING, Task.REFERRING])
+def test_generate_true_still_generates_free_text(predictor: XSamPredictor, task: Task) -> None:
+    request = SegmentationRequest(task, text="something to drink from", generate=True, max_new_tokens=4)
+    _, forwards, heads = _count_llm_calls(predictor, request)
+    # Greedy decoding: one LM head per generated token (1..max_new_tokens); one forward for the prompt
+    # and one per fed-back token (the stop token is not fed, a final <SEG> is).
+    assert 1 <= heads <= 4 and forwards in (heads, heads + 1)
+
+
+def test_only_gcg_generates_by_default(predictor: XSamPredictor) -> None:
+    assert [task for task in Task if not has_template_answer(task)] == [Task.GCG]
+    _, _, heads = _count_llm_calls(predictor, SegmentationRequest(Task.GCG, max_new_tokens=3))
+    assert 1 <= heads <= 3

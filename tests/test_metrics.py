@@ -44,6 +44,37 @@ def test_mask_iou():
         mask_iou(A, np.zeros((3, 3), dtype=bool))
 
 
+def test_every_iou_in_the_project_is_the_one_mask_iou():
+    """One IoU and one convention (two empty masks: 1.0, the official X-SAM evaluation's
+    ``np.where(union > 0, intersection / union, 1.0)``), wherever it is used."""
+    import node_driver
+    from xsam_engine.evaluation import metrics
+    from xsam_engine.export import verify
+    from xsam_engine.masks import mask_iou as the_one
+
+    assert metrics.mask_iou is the_one and verify.mask_iou is the_one and node_driver.iou is the_one
+    assert the_one(EMPTY, EMPTY) == 1.0 and the_one(A, EMPTY) == 0.0 and the_one(EMPTY, A) == 0.0
+    assert the_one(A.astype(np.uint8) * 255, B) == pytest.approx(4 / 12)  # non-zero is inside
+    # gIoU counts an empty pair as 1 through the same function: mean(1, 0) over (EMPTY, EMPTY), (A, EMPTY).
+    assert metrics.giou([EMPTY, A], [EMPTY, EMPTY]) == 0.5
+
+
+def test_the_tracker_matches_with_the_same_iou():
+    """Tracking matches by mask_iou: two frames whose (coarse) masks are both empty match (IoU 1.0, the
+    shared convention), so an object too small for the 128-cell matching grid keeps its id."""
+    from xsam_engine import Instance
+    from xsam_engine.tracking import InstanceTracker
+
+    # A 1-pixel object at (1, 1) of a 1000x1000 image: the coarse grid samples rows/columns
+    # 0, 7.87, 15.7, ... (linspace(0, 999, 128) truncated), so pixel 1 is never sampled -> empty.
+    mask = np.zeros((1000, 1000), bool)
+    mask[1, 1] = True
+    instance = Instance(mask=mask, label="crumb", score=0.9, box_xyxy=(1, 1, 2, 2), phrase="crumb", class_index=0)
+    tracker = InstanceTracker(min_iou=0.3)
+    ids = [tracker.update([instance])[0].instance_id for _ in range(3)]
+    assert ids == [1, 1, 1]
+
+
 def test_ciou_accumulates_and_giou_averages():
     preds, gts = [A, DOT, EMPTY], [B, DOT, EMPTY]
     # cIoU: (4 + 1 + 0) / (12 + 1 + 0); gIoU: mean(1/3, 1, 1) with the empty pair counting as 1.

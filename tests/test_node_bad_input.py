@@ -212,6 +212,135 @@ def test_zero_stamp_and_missing_frame_id_are_warned_about(session, scene):
     assert node.wait_for_log("have a zero stamp: every output copies the image header", 5)
 
 
+def test_bad_frames_without_a_waiting_command_are_logged_and_counted(session):
+    """The header checks run on arrival: bad frames are visible although no command waits for them."""
+    node, driver, _, _ = session
+    reports = len(driver.diagnostics)
+    before = driver.wait_for(lambda: len(driver.diagnostics) > reports and driver.latest_values(), 10)
+    assert before and before["pending_commands"] == "0"
+    cases = [
+        (lambda index: Image(header=stamp_header(7700 + index), height=4, width=4, encoding="bayer_rggb8", step=4,
+                             data=bytes(16)),
+         f"Rejected an image on {node.namespace}/image: unsupported image encoding 'bayer_rggb8'"),
+        (lambda index: Image(header=stamp_header(7710 + index), height=17, width=33, encoding="rgb8", step=99,
+                             data=bytes(99 * 17 - 5)),
+         "rgb8 image 33x17 with step 99: data has 1678 bytes, expected step x height = 1683"),
+    ]
+    for make, logged in cases:  # the image subscription keeps 1: publish until the node has seen it
+        assert driver.publish_frames_until(lambda index: [(driver.image_pub, make(index))],
+                                           lambda: logged in node.log(), 15), node.log()[-2000:]
+    values = driver.wait_for(lambda: int(driver.latest_values().get("frames_rejected", 0))
+                             >= int(before["frames_rejected"]) + 2 and driver.latest_values(), 10)
+    assert values, driver.latest_values()
+    assert values["last_error"].startswith("image rejected: ")
+    assert values["pending_commands"] == "0"
+
+
+@pytest.mark.parametrize("width, height", [(3012, 5), (5, 3012)])
+def test_extreme_aspect_ratio_images_are_answered_at_their_size(session, width, height):
+    """The resize keeps at least one pixel per side (3012x5 -> 256x1 at the model input)."""
+    node, driver, _, _ = session
+    rng = np.random.default_rng(width)
+    pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    result = _command_with_frames(driver, f"extreme-{width}x{height}",
+                                  lambda index: [(driver.image_pub, image_msg(pixels, stamp_header(7720 + index)))])
+    assert result is not None and result.success, (result and result.error, node.log()[-2000:])
+    assert (result.image_width, result.image_height) == (width, height)
+    for instance in result.instances:
+        assert instance.roi.x_offset + instance.roi.width <= width and instance.roi.y_offset + instance.roi.height <= height
+
+
+def test_millimetres_in_32fc1_depth_are_reported(session, scene):
+    """32FC1 is metres (REP-118); a driver that writes millimetres (~610 at the object) gets no 3D, a
+    warning naming the likely cause, a diagnostics counter and last_error."""
+    node, driver, _, _ = session
+    frames = scene_frames(driver, scene, 7800, depth_array=scene.depth * 1000.0)
+    warm_up_depth(driver, frames)
+    reports = len(driver.diagnostics)
+    before = driver.wait_for(lambda: len(driver.diagnostics) > reports and driver.latest_values(), 10)
+    start = len(driver.instances)
+    driver.command_pub.publish(SegmentationCommand(request_id="depth-mm", text="red cup", score_threshold=0.0))
+    result = driver.publish_frames_until(frames, lambda: driver.result_for(request_id="depth-mm", after=start), TIMEOUT)
+    assert result is not None and result.success and result.instances, node.log()[-2000:]
+    assert not any(instance.has_3d for instance in result.instances)
+    assert node.wait_for_log("the values look like millimetres, but REP-118 says 32FC1 depth is in metres", 10)
+    values = driver.wait_for(lambda: int(driver.latest_values().get("depth_no_valid_pixels", 0))
+                             > int(before["depth_no_valid_pixels"]) and driver.latest_values(), 10)
+    assert values, driver.latest_values()
+    assert values["last_error"].startswith("no 3D for 'red cup': no depth under the mask lies within "
+                                           "min_depth_m..max_depth_m")
+    assert "look like millimetres" in values["last_error"]
+
+
+def _sensor_info(scene, header, binning: int = 0, roi: tuple[int, int, int, int] | None = None):
+    """camera_info of a 640x480 sensor whose binned (2x2) or cropped (320x240 at (160, 120)) images are
+    exactly the 320x240 scene camera's (REP-104: cx' = cx / 2, or cx' = cx - 160)."""
+    from sensor_msgs.msg import CameraInfo, RegionOfInterest
+
+    camera = scene.camera
+    if binning:
+        fx, fy, cx, cy = 2 * camera.fx, 2 * camera.fy, 2 * camera.cx, 2 * camera.cy
+    else:
+        fx, fy, cx, cy = camera.fx, camera.fy, camera.cx + roi[0], camera.cy + roi[1]
+    info = CameraInfo(header=header, width=640, height=480, distortion_model="plumb_bob",
+                      binning_x=binning, binning_y=binning)
+    if roi is not None:
+        info.roi = RegionOfInterest(x_offset=roi[0], y_offset=roi[1], width=roi[2], height=roi[3])
+    info.k = [fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0]
+    info.p = [fx, 0.0, cx, 0.0, 0.0, fy, cy, 0.0, 0.0, 0.0, 1.0, 0.0]
+    info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+    info.d = [0.0] * 5
+    return info
+
+
+def test_binned_and_cropped_camera_info_give_the_plain_camera_centroid(session):
+    """320x240 images with the camera_info of a 640x480 sensor binned 2x2, or of a 320x240 ROI at
+    (160, 120): 3D as with the plain 320x240 camera_info (within 1 mm). A camera_info whose size still
+    differs after ROI and binning is refused with the size it implies."""
+    node, driver, _, _ = session
+    small = generate_scene(23, 320, 240, include=[("cup", "red")])
+    variants = {
+        "plain": lambda h: camera_info_msg(small.camera, h),
+        "binned": lambda h: _sensor_info(small, h, binning=2),
+        "roi": lambda h: _sensor_info(small, h, roi=(160, 120, 320, 240)),
+    }
+    centroids = {}
+    for offset, (name, info) in enumerate(variants.items()):
+        first = 7900 + 100 * offset
+
+        def frames(index, info=info, first=first):
+            header = stamp_header(first + index)
+            return [(driver.info_pub, info(header)), (driver.depth_pub, depth_msg(small.depth, header)),
+                    (driver.image_pub, image_msg(small.image, header))]
+
+        warm_up_depth(driver, frames)
+        start = len(driver.instances)
+        driver.command_pub.publish(SegmentationCommand(request_id=f"info-{name}", text="red cup", score_threshold=0.0))
+        result = driver.publish_frames_until(frames, lambda: driver.result_for(request_id=f"info-{name}", after=start),
+                                             TIMEOUT)
+        assert result is not None and result.success and result.instances, node.log()[-2000:]
+        (instance,) = result.instances
+        assert instance.has_3d, f"{name}: no 3D\n" + node.log()[-2000:]
+        centroids[name] = np.array([instance.centroid.x, instance.centroid.y, instance.centroid.z])
+    for name in ("binned", "roi"):
+        error = float(np.linalg.norm(centroids[name] - centroids["plain"]))
+        assert error < 0.001, f"{name}: centroid {centroids[name]} vs plain {centroids['plain']} ({error * 1000:.2f} mm)"
+
+    def mismatched(index):  # the 640x480 sensor's camera_info, no binning or ROI, for 320x240 images
+        header = stamp_header(8200 + index)
+        return [(driver.info_pub, _sensor_info(small, header, roi=(0, 0, 0, 0))),
+                (driver.depth_pub, depth_msg(small.depth, header)), (driver.image_pub, image_msg(small.image, header))]
+
+    warm_up_depth(driver, mismatched)
+    start = len(driver.instances)
+    driver.command_pub.publish(SegmentationCommand(request_id="info-mismatch", text="red cup", score_threshold=0.0))
+    result = driver.publish_frames_until(mismatched, lambda: driver.result_for(request_id="info-mismatch", after=start),
+                                         TIMEOUT)
+    assert result is not None and result.success and not any(i.has_3d for i in result.instances)
+    assert node.wait_for_log("Depth not used: camera_info (640x480 sensor) describes 640x480 images (REP-104: roi "
+                             "size / binning) but the images are 320x240", 10), node.log()[-2000:]
+
+
 def test_the_node_still_answers_a_good_command(session, scene):
     node, driver, _, _ = session
     frames = scene_frames(driver, scene, 8000, depth_encoding="32FC1")

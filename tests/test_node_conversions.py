@@ -167,6 +167,113 @@ def test_compressed_garbage_and_limits():
         conversions.compressed_to_rgb(CompressedImage(format="png", data=buffer.tobytes()), max_pixels=100)
 
 
+# -- one acceptance rule for raw and compressed images ----------------------------------------------
+
+GREY = RGB[..., 0]
+ALPHA = np.full((5, 7, 1), 9, np.uint8)
+RGB16 = (RGB.astype(np.uint16) * 257 + 3)  # 16-bit data that 8 bits cannot hold (the +3 is below 1/256)
+
+
+def _raw(encoding: str, pixels: np.ndarray, big_endian: int = 0) -> Image:
+    return make_image(encoding, pixels if pixels.ndim == 3 else pixels[..., None], big_endian=big_endian)
+
+
+def _png(bgr_or_grey: np.ndarray) -> CompressedImage:
+    ok, buffer = cv2.imencode(".png", bgr_or_grey)
+    assert ok
+    return CompressedImage(format="png", data=buffer.tobytes())
+
+
+# The same picture, raw and as a PNG (OpenCV encodes BGR(A) channel order): (raw, compressed, RGB or None).
+SAME_PICTURE = {
+    "colour 8-bit": (_raw("rgb8", RGB), _png(RGB[..., ::-1]), RGB),
+    "colour + alpha 8-bit": (_raw("rgba8", np.concatenate([RGB, ALPHA], axis=2)),
+                             _png(np.concatenate([RGB[..., ::-1], ALPHA], axis=2)), RGB),
+    "grey 8-bit": (_raw("mono8", GREY), _png(GREY), np.repeat(GREY[..., None], 3, axis=2)),
+    "colour 16-bit": (_raw("rgb16", RGB16), _png(RGB16[..., ::-1]), None),
+    "colour + alpha 16-bit": (_raw("rgba16", np.concatenate([RGB16, RGB16[..., :1]], axis=2)),
+                              _png(np.concatenate([RGB16[..., ::-1], RGB16[..., :1]], axis=2)), None),
+    "grey 16-bit": (_raw("mono16", RGB16[..., 0]), _png(RGB16[..., 0]), None),
+}
+ACCEPTED = ("the node takes 8-bit images: rgb8, bgr8, rgba8, bgra8, mono8, 8UC1 (alpha is ignored, grey is "
+            "replicated to RGB), raw or as JPEG / PNG on <image>/compressed")
+
+
+@pytest.mark.parametrize("name", list(SAME_PICTURE))
+def test_raw_and_compressed_paths_accept_and_refuse_the_same_pictures(name):
+    raw, compressed, expected = SAME_PICTURE[name]
+    if expected is not None:
+        np.testing.assert_array_equal(conversions.image_to_rgb(raw), expected)
+        np.testing.assert_array_equal(conversions.compressed_to_rgb(compressed), expected)  # PNG is lossless
+        conversions.check_image_message(raw)
+        conversions.check_image_message(compressed)
+        return
+    # Refused on both paths, with the same wording; before, cv2.IMREAD_COLOR silently made the PNG 8-bit.
+    errors = []
+    for convert, msg in ((conversions.image_to_rgb, raw), (conversions.compressed_to_rgb, compressed)):
+        with pytest.raises(ConversionError) as error:
+            convert(msg)
+        errors.append(str(error.value))
+    raw_error, compressed_error = errors
+    assert raw_error.startswith(f"unsupported image encoding {raw.encoding!r}; " + ACCEPTED)
+    assert compressed_error.startswith("unsupported image encoding ") and ACCEPTED in compressed_error
+    assert raw_error.split("; ", 1)[1] == compressed_error.split("; ", 1)[1]
+    assert "a 16-bit PNG" in compressed_error
+
+
+@pytest.mark.parametrize("encoding, expected", [
+    ("yuv422", "unsupported image encoding 'yuv422'; the node takes 8-bit images"),
+    ("bayer_rggb8", "unsupported image encoding 'bayer_rggb8'"),
+    ("32FC3", "unsupported image encoding '32FC3'"),
+])
+def test_other_raw_encodings_are_refused_with_the_same_wording(encoding, expected):
+    msg = Image(height=2, width=2, encoding=encoding, step=8, data=bytes(16))
+    for check in (conversions.image_to_rgb, conversions.check_image_message):
+        with pytest.raises(ConversionError, match=expected):
+            check(msg)
+
+
+def test_low_bit_depth_grey_png_and_grey_jpeg_are_8_bit_grey():
+    from PIL import Image as PilImage
+    import io
+
+    bits = (np.arange(35).reshape(5, 7) % 2).astype(bool)
+    buffer = io.BytesIO()
+    PilImage.fromarray(bits).save(buffer, format="PNG")  # a 1-bit PNG: expanded exactly to 0 / 255
+    rgb = conversions.compressed_to_rgb(CompressedImage(format="png", data=buffer.getvalue()))
+    np.testing.assert_array_equal(rgb, np.repeat((bits * 255).astype(np.uint8)[..., None], 3, axis=2))
+    grey = np.full((16, 16), 77, np.uint8)
+    ok, jpeg = cv2.imencode(".jpg", grey)
+    rgb = conversions.compressed_to_rgb(CompressedImage(format="jpeg", data=jpeg.tobytes()))
+    assert rgb.shape == (16, 16, 3) and np.abs(rgb.astype(int) - 77).max() <= 2
+
+
+@pytest.mark.parametrize("msg, message_part", [
+    (Image(height=4, width=4, encoding="rgb8", step=12, data=bytes(47)), "data has 47 bytes"),
+    (Image(height=4, width=4, encoding="rgb8", step=4, data=bytes(16)), "step 4 is smaller than a row"),
+    (Image(height=0, width=4, encoding="rgb8", step=12, data=b""), "width and height must be positive"),
+    (Image(height=2000, width=2000, encoding="rgb8", step=6000, data=b""), "more than max_image_pixels=1000000"),
+    (CompressedImage(format="jpeg", data=b""), "compressed image has no data"),
+    (CompressedImage(format="jpeg", data=b"GIF89a not a jpeg"), "could not be decoded as JPEG or PNG"),
+    (CompressedImage(format="16UC1; compressedDepth png", data=b"x"), "is a depth format"),
+    (_png(np.zeros((1001, 1000), np.uint8)), "1000x1001 = 1001000 pixels, more than max_image_pixels=1000000"),
+])
+def test_arrival_checks_read_only_the_header(msg, message_part):
+    with pytest.raises(ConversionError) as error:
+        conversions.check_image_message(msg, max_pixels=1_000_000)
+    assert message_part in str(error.value)
+
+
+def test_a_corrupt_png_body_is_refused_after_a_valid_header():
+    msg = _png(RGB[..., ::-1])
+    data = bytearray(msg.data)
+    data[-40:-14] = bytes(26)  # damage the compressed pixel data (before the 12-byte IEND), keep the header
+    msg.data = bytes(data)
+    conversions.check_image_message(msg)  # the header is fine
+    with pytest.raises(ConversionError, match="could not be decoded as JPEG or PNG: the PNG data is corrupt"):
+        conversions.compressed_to_rgb(msg)
+
+
 def test_rgb_to_image_msg_round_trip_keeps_header():
     header = Header(frame_id="cam")
     header.stamp.sec, header.stamp.nanosec = 12, 34

@@ -15,6 +15,11 @@ order (first match wins):
    the whole sentence.
 6. A sentence about a need ("I am thirsty", "which one can hold soup?") -> REASONING.
 7. Anything else of at most eight words -> REFERRING with the phrase itself.
+
+Every rule matches whole words and word sequences, never parts of a word: "how" does not
+match "show", "what" does not match "whatnot", "ins:" does not match "coins:". ``words``
+splits a command into lower-case words (letters and digits, with inner apostrophes: "i'm",
+"where's"); ``contains_words`` finds a word sequence in it.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ REASONING_MARKERS = (
     "i am", "i'm", "i'd", "to drink", "to eat", "to hold", "to store", "to carry", "to play", "to put", "used for",
     "can be used", "suitable", "thirsty", "hungry",
 )
+# Word sequences that make a command continuous (tracking) when it starts with one of them.
+TRACKING_STARTS = ("track", "follow", "keep tracking", "keep following")
 GCG_PATTERNS = (r"^describe\b", r"\bwhat do you see\b", r"^caption\b", r"\bdescribe the (scene|image|table)\b")
 EVERYTHING_PATTERN = re.compile(r"^(segment|find|show|detect|label)\s+(everything|all objects|all the objects|the scene|the image|all)$")
 ALL_OF_PATTERN = re.compile(r"^(?:segment|find|show|detect|show me|highlight|get)\s+(?:all|every|each)\s+(?:the\s+)?(.+)$")
@@ -50,6 +57,35 @@ def singular(word: str) -> str:
     if word.endswith("s") and not word.endswith("ss") and len(word) > 2:
         return word[:-1]
     return word
+
+
+_WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)*")
+
+
+def words(text: str) -> tuple[str, ...]:
+    """Lower-case words of ``text``: runs of letters / digits, inner apostrophes kept ("i'm")."""
+    return tuple(_WORD.findall(text.lower().replace("\u2019", "'")))
+
+
+def contains_words(text_words: Sequence[str], phrase: str) -> bool:
+    """True when the words of ``phrase`` occur in ``text_words`` consecutively (whole words only)."""
+    wanted = words(phrase)
+    size = len(wanted)
+    if size == 0:
+        return False
+    return any(tuple(text_words[start : start + size]) == wanted for start in range(len(text_words) - size + 1))
+
+
+def starts_with_words(text_words: Sequence[str], phrase: str) -> bool:
+    """True when ``text_words`` begins with the words of ``phrase``."""
+    wanted = words(phrase)
+    return bool(wanted) and tuple(text_words[: len(wanted)]) == wanted
+
+
+def is_tracking_command(text: str) -> bool:
+    """True for commands that ask to follow an object over frames ("track the red cup", "Follow the mug")."""
+    text_words = words(text)
+    return any(starts_with_words(text_words, start) for start in TRACKING_STARTS)
 
 
 def _normalise(text: str) -> str:
@@ -107,7 +143,8 @@ def parse_command(
     phrase = _strip_prefixes(phrase, ARTICLES)
     if not phrase:
         raise ValueError(f"The command {original!r} names no object; say which, e.g. 'grasp the red cup'.")
-    if any(marker in lowered for marker in REASONING_MARKERS):
+    lowered_words = words(lowered)
+    if any(contains_words(lowered_words, marker) for marker in REASONING_MARKERS):
         return SegmentationRequest(Task.REASONING, text=original)
     if len(phrase.split()) > MAX_REFERRING_WORDS:
         return SegmentationRequest(Task.REASONING, text=original)
@@ -115,8 +152,9 @@ def parse_command(
 
 
 def _parse_demo_syntax(lowered: str) -> SegmentationRequest | None:
-    things = re.search(r"ins:\s*([^;\n]+)", lowered)
-    stuff = re.search(r"sem:\s*([^;\n]+)", lowered)
+    # "ins:" / "sem:" as whole words ("coins: ..." is not the demo syntax).
+    things = re.search(r"(?<![^\W_])ins:\s*([^;\n]+)", lowered)
+    stuff = re.search(r"(?<![^\W_])sem:\s*([^;\n]+)", lowered)
     if not things and not stuff:
         return None
     thing_names = tuple(n.strip() for n in things.group(1).split(",") if n.strip()) if things else ()

@@ -150,7 +150,11 @@ class XSamLanguageConfig:
         condition_dim: output width of the `llm_projector` (= decoder hidden size).
         bos_token_id / eos_token_id / pad_token_id: Phi-3's ids; None for models with their own
             tokenizer (generation stops on the tokenizer's ids either way).
-        add_bos: prepend the BOS token (benchmark datasets do, the official demo does not).
+        add_bos: prepend the tokenizer's BOS token to the prompt. X-SAM trains and evaluates with it
+            (official `encode_fn(..., next_needs_bos_token=True)`, `xsam/xsam/dataset/utils/encode.py`);
+            only its demo (`demo.py`, `next_needs_bos_token=False`) leaves it out. A model must run
+            with the form it was trained with: True for the released weights, False for the shipped
+            tabletop model (trained without; its config.json says so).
         template_index: which official question/answer template to use (fixed for determinism).
     """
 
@@ -169,7 +173,7 @@ class XSamLanguageConfig:
     pad_token_id: int | None = 32000
     attn_implementation: str = "sdpa"
     condition_dim: int = 256
-    add_bos: bool = False
+    add_bos: bool = True
     template_index: int = 0
 
     def phi3_config(self) -> Phi3Config:

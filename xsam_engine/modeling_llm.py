@@ -14,7 +14,7 @@ from .modeling_projector import XSamProjector
 from .tokenization import IMAGE_TOKEN_INDEX, REGION_TOKEN_INDEX, SpecialTokenIds
 
 
-@dataclass
+@dataclass(eq=False)
 class SplicedSequence:
     """A prompt with placeholders replaced by embeddings.
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 
-@dataclass
+@dataclass(eq=False)
 class MaskEncoderOutput:
     """SAM branch output.
 
@@ -21,7 +21,7 @@ class MaskEncoderOutput:
     multi_scale_features: tuple[torch.Tensor, ...]
 
 
-@dataclass
+@dataclass(eq=False)
 class PixelDecoderOutput:
     """Text-independent decoder features, computed once per image.
 
@@ -34,7 +34,7 @@ class PixelDecoderOutput:
     multi_scale_features: tuple[torch.Tensor, ...]
 
 
-@dataclass
+@dataclass(eq=False)
 class SegDecoderOutput:
     """Predictions of the masked-attention decoder.
 
@@ -49,7 +49,7 @@ class SegDecoderOutput:
     auxiliary: tuple[tuple[torch.Tensor, torch.Tensor], ...] = ()
 
 
-@dataclass
+@dataclass(eq=False)
 class LanguageModelOutput:
     """What one LLM pass yields for the decoder.
 

@@ -15,8 +15,8 @@ from . import postprocessing
 from .modeling_llm import phrase_spans
 from .modeling_outputs import LanguageModelOutput, MaskEncoderOutput, PixelDecoderOutput, SegDecoderOutput
 from .modeling_xsam import XSamModel
-from .processing import SamInputs, XSamImageProcessor, validate_rgb_image
-from .prompts import chat_prompt, question_for, template_answer
+from .processing import SamInputs, XSamImageProcessor, prompt_mask_to_original, validate_rgb_image
+from .prompts import chat_prompt, has_template_answer, question_for, template_answer
 from .requests import SegmentationRequest, Task
 from .results import Condition, SegmentationResult
 from .timing import StageTimer
@@ -172,13 +172,38 @@ class XSamPredictor:
 
     # -- request -> condition ------------------------------------------------------------------
 
-    def _rasterise_regions(self, request: SegmentationRequest) -> list[np.ndarray]:
+    def prompt_ids(self, request: SegmentationRequest) -> list[int]:
+        """Token ids of the user turn for `request`, `<image>` / `<region>` as -200 / -300 placeholders.
+
+        Starts with the tokenizer's BOS id when the model's `XSamLanguageConfig.add_bos` is set (X-SAM's
+        training and evaluation form, official `encode_fn(next_needs_bos_token=True)`).
+        """
+        language = self.model.config.language
+        question = question_for(request.task, request.text, request.vocabulary, len(request.regions), language.template_index)
+        return encode_with_placeholders(self.tokenizer, chat_prompt(question), add_bos=language.add_bos)
+
+    def _rasterise_regions(self, request: SegmentationRequest) -> tuple[list[torch.Tensor], list[np.ndarray]]:
+        """The request's visual prompts on the padded model input and back at the original size.
+
+        Returns:
+            padded: per region, (S, S) bool on the padded SAM input (the region sampler's input),
+                rasterised at the original resolution and NEAREST-resized (`XSamImageProcessor.prompt_mask`).
+            seen: per region, (H, W) bool, `padded` cropped and resized back (`prompt_mask_to_original`):
+                the prompt that X-SAM's interactive / VGD post-processing matches candidates to.
+        Raises:
+            ValueError: a prompt covers no pixel of the image.
+        """
         height, width = self._sam_inputs.original_size
-        masks = [rasterise_prompt(region, height, width) for region in request.regions]
-        for index, mask in enumerate(masks):
+        scaled_size = self._sam_inputs.scaled_size
+        padded, seen = [], []
+        for index, region in enumerate(request.regions):
+            mask = rasterise_prompt(region, height, width)
             if not mask.any():
                 raise ValueError(f"Visual prompt {index} covers no pixel of the {width}x{height} image.")
-        return masks
+            on_input = self.processor.prompt_mask(mask, scaled_size)  # never empty for a non-empty prompt
+            padded.append(on_input)
+            seen.append(prompt_mask_to_original(on_input, scaled_size, (height, width)))
+        return padded, seen
 
     def _encode_request(self, request: SegmentationRequest, timer: StageTimer) -> Condition:
         self._require_image()
@@ -187,16 +212,11 @@ class XSamPredictor:
         image_tokens = self._image_tokens(timer)
         with timer.stage("prompt"):
             if request.task.uses_regions:
-                prompt_masks = self._rasterise_regions(request)
+                padded, prompt_masks = self._rasterise_regions(request)
                 sam_tokens = image_tokens[self.model.config.vision.num_tokens :]
-                padded = [self.processor.prompt_mask(mask, self._sam_inputs.scaled_size).to(self.device) for mask in prompt_masks]
                 generator = torch.Generator().manual_seed(self.seed)
-                region_tokens = self.model.encode_regions(sam_tokens, padded, generator)
-            language = self.model.config.language
-            question = question_for(
-                request.task, request.text, request.vocabulary, len(request.regions), language.template_index
-            )
-            prompt_ids = encode_with_placeholders(self.tokenizer, chat_prompt(question), add_bos=language.add_bos)
+                region_tokens = self.model.encode_regions(sam_tokens, [mask.to(self.device) for mask in padded], generator)
+            prompt_ids = self.prompt_ids(request)
         with timer.stage("llm"):
             output = self._run_language_model(request, prompt_ids, image_tokens, region_tokens)
         labels = output.phrases if request.task is Task.GCG else request.labels
@@ -217,10 +237,11 @@ class XSamPredictor:
         region_tokens: torch.Tensor | None,
     ) -> LanguageModelOutput:
         language_model = self.model.language_model
-        generate = request.generate or request.task.generates_text
+        generate = request.generate or not has_template_answer(request.task)
         if not generate:
-            # Zero decode steps: the answer template is placed in the prompt and one forward pass
-            # yields the <SEG> state. Tokens after <SEG> cannot change it (causal), so stop there.
+            # X-SAM's evaluation form: zero decode steps. The answer template is placed after the
+            # prompt (teacher forcing) and one forward pass yields the <SEG> state; tokens after
+            # <SEG> cannot change it (causal), so stop there. Every task but GCG by default.
             answer = template_answer(request.task, self.model.config.language.template_index)
             answer_ids = self.tokenizer.encode(answer, add_special_tokens=False)
             answer_ids = answer_ids[: answer_ids.index(self.special.seg) + 1]

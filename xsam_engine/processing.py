@@ -7,13 +7,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from PIL import Image
+from torch.nn import functional as F
 
 from .configuration_xsam import XSamMaskEncoderConfig, XSamVisionConfig
 
 MAX_IMAGE_SIDE = 8192
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SamInputs:
     """SAM-branch input of one image.
 
@@ -45,10 +46,17 @@ def validate_rgb_image(image: np.ndarray) -> np.ndarray:
 
 
 def scaled_size_for(original_size: tuple[int, int], target: int) -> tuple[int, int]:
-    """Longest side to `target`, sizes rounded as `int(x + 0.5)` (SAM's processor)."""
+    """Longest side to `target`, sizes rounded as `int(x + 0.5)` (SAM's processor), each at least 1 px.
+
+    SAM's ``ResizeLongestSide.get_preprocess_shape`` rounds the short side of a very elongated
+    image to 0 (3012x5 at S=256 -> 0.42 px); no image library can resize to 0 rows, so every
+    side is clamped to >= 1 px (3012x5 -> 256x1). The rounding of every other size is unchanged.
+    """
     height, width = original_size
+    if height <= 0 or width <= 0:
+        raise ValueError(f"The image is empty ({width}x{height}).")
     scale = target / max(height, width)
-    return int(height * scale + 0.5), int(width * scale + 0.5)
+    return max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5))
 
 
 def _normalise(pixels: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
@@ -93,8 +101,36 @@ class XSamImageProcessor:
         return _normalise(resized, self.vision_config.image_mean, self.vision_config.image_std)[None]
 
     def prompt_mask(self, mask: np.ndarray, scaled_size: tuple[int, int]) -> torch.Tensor:
-        """(H, W) bool prompt mask -> (S, S) bool on the padded SAM input (NEAREST resize, pad False)."""
-        resized = Image.fromarray(mask.astype(np.uint8) * 255).resize((scaled_size[1], scaled_size[0]), Image.NEAREST)
+        """(H, W) bool prompt mask -> (S, S) bool on the padded SAM input (NEAREST resize, pad False).
+
+        Nearest sampling takes one source pixel per target pixel, so a prompt narrower than the
+        sampling step (a click on a 3012x5 image resized to 64x1) can fall between the samples and
+        vanish. A non-empty prompt never becomes empty: in that case the target pixels whose
+        source cells contain prompt pixels are set instead. Prompts that survive nearest sampling
+        are resized exactly as before.
+        """
+        mask = np.asarray(mask, dtype=bool)
+        resized = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(
+            (scaled_size[1], scaled_size[0]), Image.NEAREST)) > 0
+        if not resized.any() and mask.any():
+            rows, cols = np.nonzero(mask)
+            resized = np.zeros(scaled_size, dtype=bool)
+            resized[rows * scaled_size[0] // mask.shape[0], cols * scaled_size[1] // mask.shape[1]] = True
         padded = torch.zeros(self.sam_size, self.sam_size, dtype=torch.bool)
-        padded[: scaled_size[0], : scaled_size[1]] = torch.from_numpy(np.asarray(resized) > 0)
+        padded[: scaled_size[0], : scaled_size[1]] = torch.from_numpy(resized)
         return padded
+
+
+def prompt_mask_to_original(
+    padded: torch.Tensor, scaled_size: tuple[int, int], original_size: tuple[int, int]
+) -> np.ndarray:
+    """(S, S) bool prompt on the padded model input -> (H, W) bool, as X-SAM's post-processing sees it.
+
+    Crop to the scaled image (h', w'), then nearest resize to (H, W) with torch's "nearest"
+    (source index floor(dst * in / out)): the official `sem_seg_postprocess(vprompt_mask, scaled_size,
+    H, W, mode="nearest")` in `intseg_process_fn.py` / `vgdseg_process_fn.py` (AAAI26_Archive).
+    With `XSamImageProcessor.prompt_mask` this is the round trip the image takes, so candidates are
+    matched to the prompt the model saw, not to the original-resolution drawing.
+    """
+    cropped = padded[: scaled_size[0], : scaled_size[1]].float()[None, None]
+    return (F.interpolate(cropped.cpu(), size=original_size, mode="nearest")[0, 0] > 0).numpy()

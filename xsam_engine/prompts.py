@@ -99,8 +99,20 @@ def question_for(
     raise ValueError(f"Unknown task {task!r}")
 
 
+def has_template_answer(task: Task) -> bool:
+    """Whether X-SAM's evaluation answers `task` with a fixed template rather than generated text.
+
+    The official evaluation teacher-forces the template answer (`<SEG>.`; spec section 5.3,
+    `_forward` with `output_ids_with_output=True`) for every task but GCG, whose answer is a
+    generated caption; for those tasks the engine runs one LLM forward with zero decode steps.
+    Reasoning is one of them: its evaluation (the paper's ReasonSeg figures) forces `<SEG>.`,
+    only the official demo script generates. `SegmentationRequest(generate=True)` generates anyway.
+    """
+    return task is not Task.GCG
+
+
 def template_answer(task: Task, template_index: int = 0) -> str:
-    """The fixed answer placed after the prompt for tasks that need no free text."""
+    """The fixed answer placed after the prompt for tasks that need no free text (`has_template_answer`)."""
     if task in (Task.REFERRING, Task.REASONING):
         return SEG_ANSWERS[template_index]
     if task.is_generic or task.uses_regions:

@@ -33,6 +33,7 @@ MAX_NAME_LENGTH = 200  # characters of one class name
 MAX_VOCABULARY = 256  # class names per request (the TensorRT profile's condition count)
 MAX_REGIONS = 64  # visual prompts per request
 MAX_NEW_TOKENS = 1024  # generation budget (X-SAM [A] generates at most 512)
+MAX_COORDINATE = 1_000_000.0  # |x|, |y| of a visual prompt in pixels (keeps the line arithmetic in int64)
 
 
 class RequestError(ValueError):
@@ -65,11 +66,6 @@ class Task(str, enum.Enum):
         """Tasks whose condition is the request's text (one phrase)."""
         return self in (Task.REFERRING, Task.REASONING)
 
-    @property
-    def generates_text(self) -> bool:
-        """Tasks whose answer is free text, so the language model must generate."""
-        return self in (Task.REASONING, Task.GCG)
-
 
 class PromptKind(str, enum.Enum):
     POINT = "point"
@@ -93,6 +89,8 @@ def _finite_array(values, dtype, shape_text: str, name: str) -> np.ndarray:
         raise RequestError(f"{name} must be numbers {shape_text}: {error}") from error
     if not np.all(np.isfinite(array)):
         raise RequestError(f"{name} must be finite, got {array.tolist()}")
+    if (np.abs(array) > MAX_COORDINATE).any():
+        raise RequestError(f"{name} must lie within +-{MAX_COORDINATE:.0f} px (image pixels), got {array.tolist()}")
     return array
 
 

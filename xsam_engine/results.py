@@ -52,7 +52,8 @@ class Condition:
         seg_embeds: (1, D) projected ``<SEG>`` state.
         labels: C condition names in order (class names, phrases, "region <k>").
         text: the model's answer text (GCG caption, reasoning answer), may be empty.
-        prompt_masks: rasterised (H, W) visual prompts of the request (interactive / VGD).
+        prompt_masks: the request's (H, W) visual prompts after the model-input resize round trip
+            (interactive / VGD): what the interactive post-processing matches candidates against.
     """
 
     request: SegmentationRequest

@@ -6,6 +6,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from .masks import mask_iou
 from .results import Instance
 
 _MATCH_GRID = 128  # masks are compared on a coarse grid: ids need overlap, not pixels
@@ -18,7 +19,7 @@ def _coarse(mask: np.ndarray) -> np.ndarray:
     return mask[np.ix_(rows, cols)]
 
 
-@dataclass
+@dataclass(eq=False)
 class _Track:
     track_id: int
     class_index: int
@@ -51,8 +52,7 @@ class InstanceTracker:
             for t, track in enumerate(self._tracks):
                 if track.class_index != instance.class_index or track.mask.shape != mask.shape:
                     continue
-                union = np.logical_or(mask, track.mask).sum()
-                iou = np.logical_and(mask, track.mask).sum() / union if union else 0.0
+                iou = mask_iou(mask, track.mask)
                 if iou >= self.min_iou:
                     pairs.append((iou, i, t))
         assigned: dict[int, int] = {}

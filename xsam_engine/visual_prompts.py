@@ -1,9 +1,18 @@
 """Rasterise visual prompts (points, boxes, scribbles, masks) into binary prompt masks.
 
 X-SAM turns every region prompt into a mask at the original image resolution before sampling
-region features (spec section 6): a click is a disc of radius 10 px (at COCO resolution, about
-640 px), a box is its filled rectangle, a scribble is a stroke of radius 5 px and a mask is used
-as is. Radii here scale with the image: ``max(3, round(10 * min(H, W) / 640))``.
+region features (spec section 6). The rules are those of the official
+`xsam/xsam/dataset/utils/vprompt.py` (branch AAAI26_Archive), used by its interactive / VGD
+evaluation data (`IntSegDataset._process_visual_prompts`) and by training:
+
+- a click is the pixel it falls on, thickened to a disc of radius ``POINT_RADIUS`` (10 px):
+  every pixel at Euclidean distance <= 10 from it (`draw_circle`, `enhance_with_circles`);
+- a scribble is its stroke pixels (the polyline rasterised segment by segment with Bresenham's
+  algorithm, the pixels of `skimage.draw.line`), each thickened to a disc of radius
+  ``SCRIBBLE_RADIUS`` (5 px); a one-vertex scribble is one radius-5 disc;
+- a box is its filled rectangle; a mask is used as is.
+
+Radii are in pixels of the original image, whatever its size (they are not scaled).
 """
 
 from __future__ import annotations
@@ -13,81 +22,131 @@ import numpy as np
 
 from .requests import PromptKind, VisualPrompt
 
-_REFERENCE_SIZE = 640
-_REFERENCE_POINT_RADIUS = 10
-_SUBPIXEL_BITS = 4  # cv2 fixed-point precision for scribble vertices
+# vprompt.py `generate_point_vprompt(point_radius=10)`; IntSegDataset / VGDSegDataset default 10.
+POINT_RADIUS = 10
+# vprompt.py `generate_scribble_vprompt(scribble_radius=5)`; IntSegDataset / VGDSegDataset default 5.
+SCRIBBLE_RADIUS = 5
 
 
-def default_point_radius(height: int, width: int) -> int:
-    """Disc radius in pixels for clicks on an image of this size (10 px at 640 px)."""
-    return max(3, int(round(_REFERENCE_POINT_RADIUS * min(height, width) / _REFERENCE_SIZE)))
-
-
-def scribble_radius(point_radius: int) -> int:
-    """Stroke radius for scribbles: half the click radius (X-SAM: 5 px next to 10 px clicks)."""
-    return max(1, int(round(point_radius / 2)))
-
-
-def rasterise_prompt(prompt: VisualPrompt, height: int, width: int, point_radius: int | None = None) -> np.ndarray:
+def rasterise_prompt(prompt: VisualPrompt, height: int, width: int) -> np.ndarray:
     """(H, W) bool mask of one visual prompt on an image of ``height`` x ``width`` pixels.
 
-    - POINT: discs of ``point_radius`` around positive points, minus discs around negative ones.
+    - POINT: discs of radius ``POINT_RADIUS`` around positive points, minus discs around
+      negative ones (negative points are this package's addition; X-SAM has none).
     - BOX: the filled rectangle, pixel columns ``floor(x0) .. ceil(x1) - 1`` (clipped to the image).
-    - SCRIBBLE: the polyline drawn with thickness ``2 * scribble_radius + 1``.
+    - SCRIBBLE: the stroke pixels of the polyline, each thickened by a ``SCRIBBLE_RADIUS`` disc.
     - MASK: the mask itself; it must already have the image size.
 
-    Coordinates are pixels of the original image; pixel (row v, column u) is centred at (u, v).
-    Parts outside the image are clipped, so the result may be empty.
+    Coordinates are pixels of the original image; pixel (row v, column u) is centred at (u, v),
+    so a point or vertex (x, y) lies on pixel (round(y), round(x)) (halves round up). Parts
+    outside the image are clipped, so the result may be empty.
+
+    The prompt itself was checked when it was built (`VisualPrompt`: fields, finite coordinates
+    within +-1e6 px, at least one positive point, x0 < x1); what needs the image is checked here.
+
+    Raises:
+        ValueError: a non-positive image size or a mask of another size; the message says the fix.
     """
     if height <= 0 or width <= 0:
         raise ValueError(f"Image size must be positive, got {height}x{width}.")
-    radius = default_point_radius(height, width) if point_radius is None else int(point_radius)
-    if radius < 0:
-        raise ValueError(f"point_radius must be >= 0, got {point_radius}.")
     kind = PromptKind(prompt.kind)
     if kind is PromptKind.POINT:
-        return _rasterise_points(prompt, height, width, radius)
+        return _rasterise_points(prompt, height, width)
     if kind is PromptKind.BOX:
         return _rasterise_box(prompt, height, width)
     if kind is PromptKind.SCRIBBLE:
-        return _rasterise_scribble(prompt, height, width, scribble_radius(radius))
+        return _rasterise_scribble(prompt, height, width)
     return _rasterise_mask(prompt, height, width)
 
 
-def _rasterise_points(prompt: VisualPrompt, height: int, width: int, radius: int) -> np.ndarray:
-    if prompt.points is None or len(prompt.points) == 0:
-        raise ValueError("A POINT prompt needs points; build it with VisualPrompt.point(x, y).")
-    points = np.asarray(prompt.points, dtype=np.float64).reshape(-1, 2)
-    labels = np.ones(len(points), dtype=np.int64) if prompt.point_labels is None else np.asarray(prompt.point_labels)
-    if labels.shape != (len(points),):
-        raise ValueError(f"point_labels must have one label per point ({len(points)}), got shape {labels.shape}.")
+def disc_kernel(radius: int) -> np.ndarray:
+    """(2r + 1, 2r + 1) bool: offsets (dy, dx) with ``sqrt(dy² + dx²) <= r`` (vprompt.py `draw_circle`)."""
+    offsets = np.arange(-radius, radius + 1)
+    return offsets[:, None] ** 2 + offsets[None, :] ** 2 <= radius**2
+
+
+def thicken(rows: np.ndarray, cols: np.ndarray, radius: int, height: int, width: int) -> np.ndarray:
+    """(H, W) bool: the union of radius-``radius`` discs centred on pixels (rows[i], cols[i]).
+
+    The official `enhance_with_circles(mask, radius)`, computed as one dilation of the centres'
+    bounding box (so a click costs a disc, not an image). Centres may lie outside the image (up
+    to ``radius`` px away their discs still reach it).
+    """
+    rows, cols = np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
+    near = (rows >= -radius) & (rows < height + radius) & (cols >= -radius) & (cols < width + radius)
+    rows, cols = rows[near], cols[near]
     mask = np.zeros((height, width), dtype=bool)
-    # Positive discs first, then negative ones carve them out, whatever the order of the points.
-    for positive in (True, False):
-        for (x, y), label in zip(points, labels):
-            if bool(label) == positive:
-                _paint_disc(mask, x, y, radius, positive)
+    if rows.size == 0:
+        return mask
+    # Canvas = the centres' bounding box grown by the radius: every disc fits inside it.
+    top, left = int(rows.min()) - radius, int(cols.min()) - radius
+    bottom, right = int(rows.max()) + radius + 1, int(cols.max()) + radius + 1
+    canvas = np.zeros((bottom - top, right - left), dtype=np.uint8)
+    canvas[rows - top, cols - left] = 1
+    dilated = cv2.dilate(canvas, disc_kernel(radius).astype(np.uint8)).astype(bool)
+    row0, col0, row1, col1 = max(top, 0), max(left, 0), min(bottom, height), min(right, width)
+    if row0 < row1 and col0 < col1:
+        mask[row0:row1, col0:col1] = dilated[row0 - top : row1 - top, col0 - left : col1 - left]
     return mask
 
 
-def _paint_disc(mask: np.ndarray, x: float, y: float, radius: int, value: bool) -> None:
-    height, width = mask.shape
-    x0, x1 = max(int(np.floor(x - radius)), 0), min(int(np.ceil(x + radius)) + 1, width)
-    y0, y1 = max(int(np.floor(y - radius)), 0), min(int(np.ceil(y + radius)) + 1, height)
-    if x0 >= x1 or y0 >= y1:
-        return
-    cols = np.arange(x0, x1, dtype=np.float64) - x
-    rows = np.arange(y0, y1, dtype=np.float64) - y
-    disc = rows[:, None] ** 2 + cols[None, :] ** 2 <= radius**2
-    mask[y0:y1, x0:x1][disc] = value
+def line_pixels(
+    row0: int, col0: int, row1: int, col1: int, window: tuple[int, int, int, int] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels of the segment between two pixels, both included: the pixels of `skimage.draw.line`.
+
+    Bresenham as scikit-image implements it: walk the major axis one pixel per step; with
+    ``d_major = |Δmajor|`` and ``d_minor = |Δminor|`` the minor offset after ``i`` steps is
+    ``floor((2 * d_minor * i + d_major) / (2 * d_major))`` (its error term ``d`` starts at
+    ``2 d_minor - d_major`` and steps the minor axis while ``d >= 0``), i.e. ``d_minor * i / d_major``
+    rounded half up. The major axis is the columns unless ``|Δrow| > |Δcol|``.
+
+    Args:
+        window: optional (row_start, row_stop, col_start, col_stop), stops exclusive: return only
+            the pixels inside it (computed without walking the rest of a long segment).
+    Returns:
+        (rows, cols), int64, in order from (row0, col0) to (row1, col1); without a window each has
+        max(|Δrow|, |Δcol|) + 1 entries.
+    """
+    steep = abs(row1 - row0) > abs(col1 - col0)
+    major0, major1, minor0, minor1 = (row0, row1, col0, col1) if steep else (col0, col1, row0, row1)
+    d_major, d_minor = abs(major1 - major0), abs(minor1 - minor0)
+    step_major = 1 if major1 - major0 > 0 else -1
+    step_minor = 1 if minor1 - minor0 > 0 else -1
+    first, last = 0, d_major
+    if window is not None:
+        major_start, major_stop = window[:2] if steep else window[2:]
+        # Steps i with major_start <= major0 + step_major * i < major_stop.
+        bounds = sorted(((major_start - major0) * step_major, (major_stop - 1 - major0) * step_major))
+        first, last = max(first, bounds[0]), min(last, bounds[1])
+    steps = np.arange(first, last + 1, dtype=np.int64)
+    major = major0 + step_major * steps
+    minor = minor0 + step_minor * ((2 * d_minor * steps + d_major) // max(2 * d_major, 1))
+    rows, cols = (major, minor) if steep else (minor, major)
+    if window is not None:
+        inside = (rows >= window[0]) & (rows < window[1]) & (cols >= window[2]) & (cols < window[3])
+        rows, cols = rows[inside], cols[inside]
+    return rows, cols
+
+
+def _pixel_indices(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 2) float (x, y) -> (rows, cols) int64 of the pixels they fall on."""
+    pixels = np.floor(points + 0.5).astype(np.int64)
+    return pixels[:, 1], pixels[:, 0]
+
+
+def _rasterise_points(prompt: VisualPrompt, height: int, width: int) -> np.ndarray:
+    rows, cols = _pixel_indices(np.asarray(prompt.points, dtype=np.float64))
+    positive = prompt.point_labels.astype(bool)
+    # Negative discs carve the positive ones out, whatever the order of the points.
+    mask = thicken(rows[positive], cols[positive], POINT_RADIUS, height, width)
+    if (~positive).any():
+        mask &= ~thicken(rows[~positive], cols[~positive], POINT_RADIUS, height, width)
+    return mask
 
 
 def _rasterise_box(prompt: VisualPrompt, height: int, width: int) -> np.ndarray:
-    if prompt.box is None:
-        raise ValueError("A BOX prompt needs box=(x0, y0, x1, y1); build it with VisualPrompt.from_box(...).")
-    x0, y0, x1, y1 = (float(v) for v in prompt.box)
-    if x1 < x0 or y1 < y0:
-        raise ValueError(f"Box must be (x0, y0, x1, y1) with x0 <= x1 and y0 <= y1, got {prompt.box}.")
+    x0, y0, x1, y1 = prompt.box
     mask = np.zeros((height, width), dtype=bool)
     c0, c1 = max(int(np.floor(x0)), 0), min(int(np.ceil(x1)), width)
     r0, r1 = max(int(np.floor(y0)), 0), min(int(np.ceil(y1)), height)
@@ -96,23 +155,21 @@ def _rasterise_box(prompt: VisualPrompt, height: int, width: int) -> np.ndarray:
     return mask
 
 
-def _rasterise_scribble(prompt: VisualPrompt, height: int, width: int, radius: int) -> np.ndarray:
-    if prompt.points is None or len(prompt.points) == 0:
-        raise ValueError("A SCRIBBLE prompt needs a polyline; build it with VisualPrompt.scribble(points).")
-    points = np.asarray(prompt.points, dtype=np.float64).reshape(-1, 2)
-    canvas = np.zeros((height, width), dtype=np.uint8)
-    fixed = np.round(points * (1 << _SUBPIXEL_BITS)).astype(np.int32).reshape(-1, 1, 2)
-    if len(points) == 1:
-        cv2.circle(canvas, tuple(int(v) for v in fixed[0, 0]), radius, 1, -1, cv2.LINE_8, _SUBPIXEL_BITS)
-    else:
-        cv2.polylines(canvas, [fixed], False, 1, 2 * radius + 1, cv2.LINE_8, _SUBPIXEL_BITS)
-    return canvas.astype(bool)
+def _rasterise_scribble(prompt: VisualPrompt, height: int, width: int) -> np.ndarray:
+    rows, cols = _pixel_indices(np.asarray(prompt.points, dtype=np.float64))
+    # Only stroke pixels whose disc can reach the image matter (a stroke may leave the image).
+    margin = SCRIBBLE_RADIUS
+    window = (-margin, height + margin, -margin, width + margin)
+    stroke = [line_pixels(int(rows[0]), int(cols[0]), int(rows[0]), int(cols[0]), window)]
+    for index in range(len(rows) - 1):
+        stroke.append(line_pixels(int(rows[index]), int(cols[index]), int(rows[index + 1]), int(cols[index + 1]), window))
+    stroke_rows = np.concatenate([segment[0] for segment in stroke])
+    stroke_cols = np.concatenate([segment[1] for segment in stroke])
+    return thicken(stroke_rows, stroke_cols, SCRIBBLE_RADIUS, height, width)
 
 
 def _rasterise_mask(prompt: VisualPrompt, height: int, width: int) -> np.ndarray:
-    if prompt.mask is None:
-        raise ValueError("A MASK prompt needs a mask; build it with VisualPrompt.from_mask(mask).")
-    mask = np.asarray(prompt.mask)
+    mask = prompt.mask
     if mask.shape != (height, width):
         raise ValueError(
             f"Mask prompt has shape {mask.shape} but the image is {height}x{width}; "

@@ -2,7 +2,10 @@
 
 Images:
     ``image_to_rgb`` (sensor_msgs/Image rgb8, bgr8, rgba8, bgra8, mono8 -> (H, W, 3) uint8 RGB),
-    ``compressed_to_rgb`` (sensor_msgs/CompressedImage JPEG / PNG, decoded with OpenCV),
+    ``compressed_to_rgb`` (sensor_msgs/CompressedImage JPEG / PNG, decoded with OpenCV as stored
+    and accepted by the same rule as raw images: 8 bits per channel, grey / colour / colour +
+    alpha; 16-bit or float data is refused on both paths), ``check_image_message`` (the cheap
+    checks the node runs on arrival),
     ``depth_to_metres`` (16UC1 / mono16 millimetres or 32FC1 metres -> (H, W) float32 metres,
     NaN where invalid), ``rgb_to_image_msg``. Row padding (``step`` larger than a row) and
     ``is_bigendian`` (16- and 32-bit data) are honoured; sizes are checked before anything is
@@ -34,7 +37,7 @@ from xsam_ros.msg import InstanceMask, InstanceMaskArray, SegmentationCommand, S
 from xsam_engine.commands import parse_command
 from xsam_engine.requests import MAX_TEXT_LENGTH, RequestError, SegmentationRequest, Task, VisualPrompt
 
-from .geometry import ObjectGeometry
+from .geometry import ObjectGeometry, image_camera_matrix
 
 
 
@@ -44,7 +47,11 @@ class ConversionError(ValueError):
 
 # -- images ------------------------------------------------------------------------------------
 
-# encoding -> (channels, channel order of the data)
+# The one acceptance rule for colour images, raw and compressed alike: 8 bits per channel, grey,
+# colour or colour + alpha. encoding -> (channels, channel order of the data). Alpha is ignored
+# (the model sees RGB) and grey is replicated to three channels; both are exact. Anything else
+# (16-bit, float, YUV, Bayer) is refused with the same message on both paths: reducing it to
+# 8 bits would throw information away in a way only the camera driver can choose well.
 COLOUR_ENCODINGS: dict[str, tuple[int, str]] = {
     "rgb8": (3, "RGB"),
     "bgr8": (3, "BGR"),
@@ -53,6 +60,15 @@ COLOUR_ENCODINGS: dict[str, tuple[int, str]] = {
     "mono8": (1, "MONO"),
     "8UC1": (1, "MONO"),
 }
+# What OpenCV's decoder (IMREAD_UNCHANGED) returns for a JPEG / PNG, as the raw encoding with the
+# same layout: (dtype, channels) -> encoding. 1-, 2- and 4-bit grey PNGs arrive expanded to
+# 0..255 (exact), palette PNGs as their colours, grey + alpha PNGs as BGRA.
+DECODED_ENCODINGS: dict[tuple[str, int], str] = {
+    ("uint8", 1): "mono8", ("uint8", 3): "bgr8", ("uint8", 4): "bgra8",
+    ("uint16", 1): "mono16", ("uint16", 3): "bgr16", ("uint16", 4): "bgra16",
+    ("float32", 1): "32FC1", ("float32", 3): "32FC3", ("float32", 4): "32FC4",
+}
+COMPRESSED_FORMATS = ("JPEG", "PNG")
 # encoding -> (numpy dtype without byte order, factor to metres)
 DEPTH_ENCODINGS: dict[str, tuple[str, float]] = {
     "16UC1": ("u2", 0.001),
@@ -61,47 +77,96 @@ DEPTH_ENCODINGS: dict[str, tuple[str, float]] = {
 }
 
 
-def _check_size(msg: Image, max_pixels: int | None) -> tuple[int, int]:
-    height, width = int(msg.height), int(msg.width)
+def unsupported_encoding(encoding: str, where: str = "") -> ConversionError:
+    """The one refusal for colour images that the acceptance rule does not cover (raw or compressed)."""
+    return ConversionError(
+        f"unsupported image encoding {encoding!r}{where}; the node takes 8-bit images: "
+        f"{', '.join(COLOUR_ENCODINGS)} (alpha is ignored, grey is replicated to RGB), raw or as JPEG / PNG on "
+        "<image>/compressed; convert other formats (16-bit, float, YUV, Bayer) to 8 bits in the camera driver")
+
+
+def _check_size(height: int, width: int, max_pixels: int | None) -> None:
     if height <= 0 or width <= 0:
         raise ConversionError(f"image is {width}x{height}; width and height must be positive")
     if max_pixels is not None and height * width > max_pixels:
         raise ConversionError(
             f"image is {width}x{height} = {width * height} pixels, more than max_image_pixels={max_pixels}")
-    return height, width
 
 
-def _pixel_array(msg: Image, channels: int, dtype: np.dtype, max_pixels: int | None) -> np.ndarray:
-    """(H, W, channels) view of msg.data honouring step (row padding) and byte order."""
-    height, width = _check_size(msg, max_pixels)
-    row_bytes = width * channels * dtype.itemsize
+def _check_layout(msg: Image, channels: int, itemsize: int, max_pixels: int | None) -> tuple[int, int, int, int]:
+    """(height, width, step, row bytes) after checking size, step and data length; reads no pixel."""
+    height, width = int(msg.height), int(msg.width)
+    _check_size(height, width, max_pixels)
+    row_bytes = width * channels * itemsize
     step = int(msg.step)
     if step < row_bytes:
         raise ConversionError(
             f"{msg.encoding} image {width}x{height}: step {step} is smaller than a row "
-            f"({width} px x {channels * dtype.itemsize} bytes = {row_bytes})")
+            f"({width} px x {channels * itemsize} bytes = {row_bytes})")
     size = len(msg.data)
     # A publisher may leave out the padding after the last row; anything else must match exactly.
     if size not in (step * height, step * (height - 1) + row_bytes):
         raise ConversionError(
             f"{msg.encoding} image {width}x{height} with step {step}: data has {size} bytes, "
             f"expected step x height = {step * height}")
+    return height, width, step, row_bytes
+
+
+def _pixel_array(msg: Image, channels: int, dtype: np.dtype, max_pixels: int | None) -> np.ndarray:
+    """(H, W, channels) view of msg.data honouring step (row padding) and byte order."""
+    height, width, step, row_bytes = _check_layout(msg, channels, dtype.itemsize, max_pixels)
     buffer = np.frombuffer(msg.data, dtype=np.uint8)
-    if size != step * height:  # pad the missing last-row padding so that every row has `step` bytes
-        buffer = np.concatenate([buffer, np.zeros(step * height - size, dtype=np.uint8)])
+    if len(buffer) != step * height:  # pad the missing last-row padding so that every row has `step` bytes
+        buffer = np.concatenate([buffer, np.zeros(step * height - len(buffer), dtype=np.uint8)])
     rows = buffer.reshape(height, step)[:, :row_bytes]
     return np.ascontiguousarray(rows).view(dtype).reshape(height, width, channels)
 
 
-def image_to_rgb(msg: Image, max_pixels: int | None = None) -> np.ndarray:
-    """(H, W, 3) uint8 RGB copy of a colour or mono image message."""
-    encoding = msg.encoding
-    if encoding not in COLOUR_ENCODINGS:
+def _compressed_header(msg: CompressedImage, max_pixels: int | None) -> tuple[str, int, int]:
+    """(format "JPEG" / "PNG", width, height) from the compressed data's header; decodes no pixel."""
+    import io
+    import warnings
+
+    from PIL import Image as PilImage
+
+    if "compresseddepth" in msg.format.lower():
+        raise ConversionError(f"compressed image format {msg.format!r} is a depth format, not a colour image")
+    if len(msg.data) == 0:
+        raise ConversionError("compressed image has no data")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PilImage.DecompressionBombWarning)  # our own limit is max_pixels
+            with PilImage.open(io.BytesIO(bytes(msg.data)), formats=COMPRESSED_FORMATS) as header:
+                kind, (width, height) = header.format, header.size
+    except PilImage.DecompressionBombError as error:
+        raise ConversionError(f"compressed image is too large to decode ({error})") from error
+    except Exception as error:  # PIL raises UnidentifiedImageError, SyntaxError, OSError on bad headers
         raise ConversionError(
-            f"unsupported image encoding {encoding!r}; use one of {', '.join(COLOUR_ENCODINGS)} "
-            "(or compressed_input:=true for JPEG/PNG)")
-    channels, order = COLOUR_ENCODINGS[encoding]
-    pixels = _pixel_array(msg, channels, np.dtype(np.uint8), max_pixels)
+            f"compressed image ({len(msg.data)} bytes, format {msg.format!r}) could not be decoded as JPEG or PNG: "
+            f"its header is not a JPEG or PNG header ({type(error).__name__})") from error
+    _check_size(height, width, max_pixels)
+    return kind, width, height
+
+
+def check_image_message(msg: Image | CompressedImage, max_pixels: int | None = None) -> None:
+    """The cheap checks of an image message, without reading or decoding a pixel (run on arrival).
+
+    Image: the encoding is accepted (``COLOUR_ENCODINGS``), width and height are positive and
+    within ``max_pixels``, step covers a row and the data length is step x height.
+    CompressedImage: data is present, the format is not a depth format, the data starts with a
+    JPEG or PNG header whose size is within ``max_pixels``. Raises ConversionError.
+    """
+    if isinstance(msg, CompressedImage):
+        _compressed_header(msg, max_pixels)
+        return
+    if msg.encoding not in COLOUR_ENCODINGS:
+        raise unsupported_encoding(msg.encoding)
+    channels, _ = COLOUR_ENCODINGS[msg.encoding]
+    _check_layout(msg, channels, 1, max_pixels)
+
+
+def _to_rgb(pixels: np.ndarray, order: str) -> np.ndarray:
+    """(H, W, 3) uint8 RGB copy of (H, W, C) uint8 pixels in channel ``order``."""
     if order == "RGB":
         return pixels.copy()  # never alias the message buffer (rclpy's array is writable)
     if order == "BGR":
@@ -113,23 +178,40 @@ def image_to_rgb(msg: Image, max_pixels: int | None = None) -> np.ndarray:
     return np.ascontiguousarray(np.repeat(pixels, 3, axis=2))
 
 
+def image_to_rgb(msg: Image, max_pixels: int | None = None) -> np.ndarray:
+    """(H, W, 3) uint8 RGB copy of a colour or mono image message (``COLOUR_ENCODINGS``)."""
+    if msg.encoding not in COLOUR_ENCODINGS:
+        raise unsupported_encoding(msg.encoding)
+    channels, order = COLOUR_ENCODINGS[msg.encoding]
+    return _to_rgb(_pixel_array(msg, channels, np.dtype(np.uint8), max_pixels), order)
+
+
 def compressed_to_rgb(msg: CompressedImage, max_pixels: int | None = None) -> np.ndarray:
-    """(H, W, 3) uint8 RGB from a JPEG / PNG CompressedImage (OpenCV decoder)."""
+    """(H, W, 3) uint8 RGB of a JPEG / PNG CompressedImage, by the same rule as raw images.
+
+    Decoded with OpenCV as stored (``IMREAD_UNCHANGED``: bit depth and channels kept, EXIF
+    orientation not applied, so the pixel grid is the camera's, as depth and camera_info
+    expect). The decoded layout is named as the raw encoding it equals (``DECODED_ENCODINGS``:
+    an 8-bit colour PNG / JPEG is bgr8, with alpha bgra8, grey mono8, a 16-bit PNG bgr16 /
+    mono16) and accepted or refused exactly as that raw encoding would be.
+    """
     import cv2
 
-    if "compressedDepth" in msg.format:
-        raise ConversionError(f"compressed image format {msg.format!r} is a depth format, not a colour image")
-    if len(msg.data) == 0:
-        raise ConversionError("compressed image has no data")
-    decoded = cv2.imdecode(np.frombuffer(msg.data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    kind, width, height = _compressed_header(msg, max_pixels)
+    decoded = cv2.imdecode(np.frombuffer(msg.data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if decoded is None:
         raise ConversionError(
-            f"compressed image ({len(msg.data)} bytes, format {msg.format!r}) could not be decoded as JPEG or PNG")
-    height, width = decoded.shape[:2]
-    if max_pixels is not None and height * width > max_pixels:
-        raise ConversionError(
-            f"image is {width}x{height} = {width * height} pixels, more than max_image_pixels={max_pixels}")
-    return np.ascontiguousarray(decoded[..., ::-1])
+            f"compressed image ({len(msg.data)} bytes, format {msg.format!r}) could not be decoded as JPEG or PNG: "
+            f"the {kind} data is corrupt")
+    pixels = decoded if decoded.ndim == 3 else decoded[..., None]
+    encoding = DECODED_ENCODINGS.get((pixels.dtype.name, pixels.shape[2]), f"{pixels.dtype.name} x{pixels.shape[2]}")
+    if encoding not in COLOUR_ENCODINGS:
+        bits = 8 * pixels.dtype.itemsize
+        raise unsupported_encoding(encoding, f" (a {bits}-bit {kind} with {pixels.shape[2]} channel(s))")
+    if pixels.shape[:2] != (height, width):
+        raise ConversionError(f"compressed {kind} decoded to {pixels.shape[1]}x{pixels.shape[0]} but its header says "
+                              f"{width}x{height}")
+    return _to_rgb(pixels, COLOUR_ENCODINGS[encoding][1])
 
 
 def depth_to_metres(msg: Image, max_pixels: int | None = None) -> np.ndarray:
@@ -171,9 +253,17 @@ def mono16_label_msg(labels: np.ndarray, header: Header) -> Image:
                  is_bigendian=int(sys.byteorder == "big"), step=width * 2, data=labels.tobytes())
 
 
-def camera_matrix(info) -> tuple[np.ndarray, int, int]:
-    """(K (3, 3), width, height) of a sensor_msgs/CameraInfo."""
-    return np.asarray(info.k, dtype=np.float64).reshape(3, 3), int(info.width), int(info.height)
+def camera_matrix(info, image_size: tuple[int, int]) -> np.ndarray:
+    """(3, 3) K of the (width, height) = ``image_size`` images a sensor_msgs/CameraInfo describes.
+
+    Applies the CameraInfo's ``roi`` and ``binning_x`` / ``binning_y`` as REP-104 and ROS
+    image_geometry do (``geometry.image_camera_matrix``); raises GeometryError when the images
+    do not have the size the camera_info implies, or when K is unusable.
+    """
+    roi = info.roi
+    return image_camera_matrix(
+        info.k, (int(info.width), int(info.height)), image_size, (int(info.binning_x), int(info.binning_y)),
+        (int(roi.x_offset), int(roi.y_offset), int(roi.width), int(roi.height)))
 
 
 def copy_header(header: Header) -> Header:

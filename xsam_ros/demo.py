@@ -241,6 +241,8 @@ def drive(args, scene, namespace: str, started: float, node_process: subprocess.
 
 def report(answer, scene) -> None:
     """Print the instances and, for each, the best-matching ground-truth object of the scene."""
+    from xsam_engine.masks import mask_iou
+
     stamp = answer.header.stamp
     print(f"\nAnswer for {answer.prompt!r}: task {answer.task}, {len(answer.instances)} instance(s), image "
           f"{answer.image_width}x{answer.image_height}, header stamp {stamp.sec}.{stamp.nanosec:09d} "
@@ -256,20 +258,15 @@ def report(answer, scene) -> None:
         mask = np.zeros((answer.image_height, answer.image_width), bool)
         crop = np.frombuffer(bytes(instance.mask.data), np.uint8).reshape(instance.mask.height, instance.mask.step)
         mask[roi.y_offset:roi.y_offset + roi.height, roi.x_offset:roi.x_offset + roi.width] = crop[:, :roi.width] > 0
-        best = max(scene.objects, key=lambda o: _iou(mask, scene.mask(o.instance_id)))
+        best = max(scene.objects, key=lambda o: mask_iou(mask, scene.mask(o.instance_id)))
         truth = scene.centroid_3d(best.instance_id)
-        text = f"     ground truth: {best.name}, mask IoU {_iou(mask, scene.mask(best.instance_id)):.3f}"
+        text = f"     ground truth: {best.name}, mask IoU {mask_iou(mask, scene.mask(best.instance_id)):.3f}"
         if instance.has_3d:
             error = np.linalg.norm(np.array([instance.centroid.x, instance.centroid.y, instance.centroid.z]) - truth)
             text += f", centroid error {error * 1000:.1f} mm"
         print(text)
     timings = ", ".join(f"{t.stage} {t.milliseconds:.0f}" for t in answer.timings)
     print(f"  stage times (ms): {timings}\n", flush=True)
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 0.0
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ class NodeStats:
         "frames_received", "frames_rejected", "frames_processed", "results_published", "errors_published",
         "commands_received", "commands_rejected", "commands_dropped", "commands_expired", "llm_runs",
         "tracked_frames", "depth_received", "camera_info_received", "depth_missing", "depth_rejected",
+        "depth_no_valid_pixels",
     )
 
     def __init__(self) -> None:

@@ -32,7 +32,7 @@ MIN_VALID_PIXELS = 10
 EXTENT_PERCENTILES = (5.0, 95.0)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ObjectGeometry:
     """Robust 3D statistics of one mask.
 
@@ -67,6 +67,72 @@ def check_camera_matrix(k: np.ndarray | list[float]) -> np.ndarray:
     return matrix
 
 
+def image_camera_matrix(
+    k: np.ndarray | list[float],
+    full_size: tuple[int, int],
+    image_size: tuple[int, int],
+    binning: tuple[int, int] = (0, 0),
+    roi: tuple[int, int, int, int] = (0, 0, 0, 0),
+) -> np.ndarray:
+    """K of the images a camera_info describes, after its ROI and binning (REP-104).
+
+    A sensor_msgs/CameraInfo carries K of the full sensor (``width`` x ``height``) and says how
+    the published images were taken from it: the region of interest ``roi`` (in full-sensor
+    pixels; all zeros = the whole sensor) and the binning factors (0 = 1 = none). The images
+    are then ``roi.width / binning_x`` x ``roi.height / binning_y`` pixels (integer division),
+    and their K is K of the sensor with the principal point moved by the ROI offset, then the
+    x row divided by ``binning_x`` and the y row by ``binning_y``. This is the rule of ROS
+    ``image_geometry``'s ``PinholeCameraModel::fromCameraInfo`` and ``reducedResolution``
+    (ros-perception/vision_opencv, image_geometry/src/pinhole_camera_model.cpp; the Python
+    ``image_geometry/cameramodels.py`` does the same): ``cx' = (cx - roi.x_offset) /
+    binning_x``, ``cy' = (cy - roi.y_offset) / binning_y``, ``fx' = fx / binning_x``,
+    ``fy' = fy / binning_y``. The skew ``K[0, 1]`` is divided by ``binning_x`` as well (the
+    x row of K scales as a whole; image_geometry leaves it, which is the same for the usual
+    skew of 0).
+
+    Args:
+        k: 9 numbers, row-major (CameraInfo.k), or a 3x3 array.
+        full_size: (width, height) of the sensor (CameraInfo.width / height); (0, 0) = unknown
+            (then only a non-empty ROI gives the image size; otherwise the size is not checked).
+        image_size: (width, height) of the colour / depth images actually received.
+        binning: (binning_x, binning_y).
+        roi: (x_offset, y_offset, width, height) of CameraInfo.roi.
+
+    Returns:
+        (3, 3) float64 K of the received images' pixel grid.
+
+    Raises:
+        GeometryError: when the images' size differs from the size the camera_info implies
+            after ROI and binning, when the ROI does not fit the sensor, or when K is unusable.
+    """
+    matrix = check_camera_matrix(k).copy()
+    full_width, full_height = (int(v) for v in full_size)
+    binning_x, binning_y = (max(1, int(v)) for v in binning)
+    x_offset, y_offset, roi_width, roi_height = (int(v) for v in roi)
+    if (x_offset, y_offset, roi_width, roi_height) == (0, 0, 0, 0):
+        roi_width, roi_height = full_width, full_height
+    elif full_width and full_height and (x_offset + roi_width > full_width or y_offset + roi_height > full_height):
+        raise GeometryError(
+            f"camera_info roi {roi_width}x{roi_height} at ({x_offset}, {y_offset}) does not fit its "
+            f"{full_width}x{full_height} sensor; fix the camera driver's calibration or roi")
+    expected = (roi_width // binning_x, roi_height // binning_y)
+    if expected != (0, 0) and expected != tuple(image_size):
+        detail = f"{full_width}x{full_height} sensor"
+        if (roi_width, roi_height) != (full_width, full_height) or x_offset or y_offset:
+            detail += f", roi {roi_width}x{roi_height} at ({x_offset}, {y_offset})"
+        if (binning_x, binning_y) != (1, 1):
+            detail += f", binning {binning_x}x{binning_y}"
+        raise GeometryError(
+            f"camera_info ({detail}) describes {expected[0]}x{expected[1]} images (REP-104: roi size / binning) "
+            f"but the images are {image_size[0]}x{image_size[1]}; publish the camera_info of this image stream "
+            "(e.g. the aligned depth's camera_info for aligned_depth_to_color)")
+    matrix[0, 2] -= x_offset
+    matrix[1, 2] -= y_offset
+    matrix[0, :] /= binning_x
+    matrix[1, :] /= binning_y
+    return matrix
+
+
 def back_project(u: np.ndarray, v: np.ndarray, z: np.ndarray, k: np.ndarray) -> np.ndarray:
     """(N, 3) points for pixel columns ``u``, rows ``v`` and depths ``z`` (metres)."""
     k = check_camera_matrix(k)
@@ -82,6 +148,44 @@ def valid_depth(depth: np.ndarray, min_depth_m: float, max_depth_m: float) -> np
     depth = np.asarray(depth)
     with np.errstate(invalid="ignore"):
         return np.isfinite(depth) & (depth > 0) & (depth >= min_depth_m) & (depth <= max_depth_m)
+
+
+# REP-118 depth units: the factor from the stored values to metres, per encoding.
+REP118_METRES_PER_UNIT = {"32FC1": 1.0, "16UC1": 0.001, "mono16": 0.001}
+
+
+def explain_no_valid_depth(
+    depths_m: np.ndarray, min_depth_m: float, max_depth_m: float, encoding: str = ""
+) -> str:
+    """Why no depth value under a mask lies in [min_depth_m, max_depth_m], and the likely fix.
+
+    Args:
+        depths_m: depths under the mask in metres (as converted by REP-118 from ``encoding``;
+            0, NaN and inf are holes).
+        encoding: the depth image's encoding ("32FC1", "16UC1", "mono16"), used to recognise
+            values in the wrong unit: 32FC1 that holds millimetres (a ~610 mm object reads 610 m)
+            and 16UC1 that holds metres (reads ~0.001 m).
+
+    Returns:
+        One sentence for a log line / last_error.
+    """
+    values = np.asarray(depths_m, dtype=np.float64).reshape(-1)
+    values = values[np.isfinite(values) & (values > 0)]
+    if values.size == 0:
+        return ("no depth under the mask: every pixel is a hole (0, NaN or inf); check that the depth image is "
+                "registered to the colour image and that the camera sees the object")
+    low, median, high = (float(v) for v in np.percentile(values, (5, 50, 95)))
+    text = (f"no depth under the mask lies within min_depth_m..max_depth_m = {min_depth_m:g}..{max_depth_m:g} m: "
+            f"it is {low:.4g}..{high:.4g} m (median {median:.4g} m)")
+    factor = REP118_METRES_PER_UNIT.get(encoding)
+    if encoding == "32FC1" and min_depth_m <= median / 1000.0 <= max_depth_m:
+        return text + ("; the values look like millimetres, but REP-118 says 32FC1 depth is in metres (16UC1 in "
+                       "millimetres): publish metres in 32FC1, or the millimetres as 16UC1")
+    if factor == 0.001 and min_depth_m <= median * 1000.0 <= max_depth_m:
+        return text + (f"; the values look like metres, but REP-118 says {encoding} depth is in millimetres: "
+                       "publish millimetres in 16UC1, or metres as 32FC1")
+    return text + ("; check the depth units (REP-118: 32FC1 metres, 16UC1 millimetres) and the min_depth_m / "
+                   "max_depth_m parameters")
 
 
 def inlier_depths(z: np.ndarray, lateral_size_m: float = 0.0) -> np.ndarray:

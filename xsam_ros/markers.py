@@ -1,10 +1,19 @@
 """RViz markers for a result: a sphere at each 3D centroid, a cube of its extent and a text label.
 
-All markers use the result's header (camera optical frame, image stamp). Marker ids are the
-instance ids, one namespace per kind ("xsam/centroid", "xsam/extent", "xsam/label"), lifetime
-0 (until replaced). Whenever the set of instance ids differs from the previous published set,
-the array starts with a DELETEALL marker, so objects that disappeared (or a cleared command)
-leave no stale markers in RViz.
+All markers use the result's header (camera optical frame, image stamp), lifetime 0 (until
+replaced or deleted), and id = the instance id. Two streams never share a marker:
+
+- one-shot results (a command answered once, a click): namespaces ``xsam/centroid``,
+  ``xsam/extent``, ``xsam/label``; ids 1..N of that result;
+- tracked results (a continuous command, its first answer included): namespaces
+  ``xsam/tracked/centroid``, ``xsam/tracked/extent``, ``xsam/tracked/label``; ids are the
+  tracker's stable ids.
+
+Each stream remembers the ids it last published: ids that disappeared are removed with DELETE
+markers of that stream only (so a one-shot answer never erases the tracked object's markers, nor
+the other way round); before a stream's first result (or after ``~/clear``) a DELETEALL per
+namespace of the stream clears what an earlier run of the node may have left. ``~/clear``
+publishes one DELETEALL without namespace (``delete_all``): every marker of the display.
 """
 
 from __future__ import annotations
@@ -15,14 +24,31 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from xsam_engine.visualization import colour_for
 
-NAMESPACES = ("xsam/centroid", "xsam/extent", "xsam/label")
+ONE_SHOT = "xsam"
+TRACKED = "xsam/tracked"
+STREAMS = (ONE_SHOT, TRACKED)
+KINDS = ("centroid", "extent", "label")
 SPHERE_DIAMETER_M = 0.02
 TEXT_HEIGHT_M = 0.03
 MIN_EXTENT_M = 0.005
 
 
-def delete_all(header) -> Marker:
-    return Marker(header=header, action=Marker.DELETEALL)
+def namespaces(stream: str) -> tuple[str, str, str]:
+    """(centroid, extent, label) namespaces of a stream (``ONE_SHOT`` or ``TRACKED``)."""
+    if stream not in STREAMS:
+        raise ValueError(f"unknown marker stream {stream!r}; use one of {STREAMS}")
+    return tuple(f"{stream}/{kind}" for kind in KINDS)  # type: ignore[return-value]
+
+
+def delete_all(header, namespace: str = "") -> Marker:
+    """DELETEALL: every marker of the display, or (RViz 2) only those of ``namespace``."""
+    return Marker(header=header, ns=namespace, action=Marker.DELETEALL)
+
+
+def delete_markers(header, ids: Iterable[int], stream: str) -> list[Marker]:
+    """DELETE markers for the given ids in every namespace of ``stream``."""
+    return [Marker(header=header, ns=namespace, id=int(marker_id), action=Marker.DELETE)
+            for marker_id in sorted(ids) for namespace in namespaces(stream)]
 
 
 def _colour(instance_id: int, alpha: float):
@@ -32,23 +58,31 @@ def _colour(instance_id: int, alpha: float):
     return ColorRGBA(r=red / 255.0, g=green / 255.0, b=blue / 255.0, a=alpha)
 
 
-def result_markers(result_msg, previous_ids: Iterable[int] | None) -> tuple[MarkerArray, frozenset[int]]:
-    """(MarkerArray, id set) for an InstanceMaskArray; ``previous_ids`` is the set returned last time."""
+def result_markers(
+    result_msg, previous_ids: Iterable[int] | None, stream: str = ONE_SHOT
+) -> tuple[MarkerArray, frozenset[int]]:
+    """(MarkerArray, id set) for an InstanceMaskArray in ``stream``.
+
+    ``previous_ids`` is the id set this function returned last time for the same stream (None
+    before the first result or after ``~/clear``). Instances without 3D get no marker.
+    """
     header = result_msg.header
+    centroid_ns, extent_ns, label_ns = namespaces(stream)
     with_3d = [instance for instance in result_msg.instances if instance.has_3d]
     ids = frozenset(int(instance.id) for instance in with_3d)
-    markers: list[Marker] = []
-    if previous_ids is None or ids != frozenset(previous_ids):
-        markers.append(delete_all(header))
+    if previous_ids is None:
+        markers = [delete_all(header, namespace) for namespace in (centroid_ns, extent_ns, label_ns)]
+    else:
+        markers = delete_markers(header, frozenset(previous_ids) - ids, stream)
     for instance in with_3d:
         position = instance.centroid
-        sphere = Marker(header=header, ns=NAMESPACES[0], id=int(instance.id), type=Marker.SPHERE, action=Marker.ADD)
+        sphere = Marker(header=header, ns=centroid_ns, id=int(instance.id), type=Marker.SPHERE, action=Marker.ADD)
         sphere.pose.position = position
         sphere.pose.orientation.w = 1.0
         sphere.scale.x = sphere.scale.y = sphere.scale.z = SPHERE_DIAMETER_M
         sphere.color = _colour(instance.id, 1.0)
 
-        cube = Marker(header=header, ns=NAMESPACES[1], id=int(instance.id), type=Marker.CUBE, action=Marker.ADD)
+        cube = Marker(header=header, ns=extent_ns, id=int(instance.id), type=Marker.CUBE, action=Marker.ADD)
         cube.pose.position = position
         cube.pose.orientation.w = 1.0
         cube.scale.x = max(instance.extent.x, MIN_EXTENT_M)
@@ -56,7 +90,7 @@ def result_markers(result_msg, previous_ids: Iterable[int] | None) -> tuple[Mark
         cube.scale.z = max(instance.extent.z, MIN_EXTENT_M)
         cube.color = _colour(instance.id, 0.35)
 
-        text = Marker(header=header, ns=NAMESPACES[2], id=int(instance.id), type=Marker.TEXT_VIEW_FACING,
+        text = Marker(header=header, ns=label_ns, id=int(instance.id), type=Marker.TEXT_VIEW_FACING,
                       action=Marker.ADD)
         text.pose.position.x = position.x
         # Optical frame: -y is up in the image; put the label just above the object's extent.

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import sys
 import threading
 import time
@@ -40,10 +41,12 @@ from std_srvs.srv import SetBool, Trigger
 from visualization_msgs.msg import MarkerArray
 from xsam_ros.msg import InstanceMaskArray, SegmentationCommand
 
+from xsam_engine.commands import is_tracking_command
+
 from . import conversions, diagnostics, parameters
 from .conversions import ConversionError, ThresholdOverrides
-from .geometry import GeometryError, check_camera_matrix, object_geometry
-from .markers import delete_all, result_markers
+from .geometry import GeometryError, explain_no_valid_depth, object_geometry, valid_depth
+from .markers import ONE_SHOT, STREAMS, TRACKED, delete_all, delete_markers, result_markers
 from .qos import (
     COMMAND_QOS, DIAGNOSTICS_QOS, MARKER_QOS, RESULT_QOS, VISUALISATION_QOS, AdaptiveSubscription, describe_publishers,
     reliability_name,
@@ -53,7 +56,10 @@ from .worker import Batch, InferenceWorker, Job, TrackedCommand
 
 NODE_NAME = "perception_node"
 DEPTH_BUFFER = 10
-TRACKING_WORDS = ("track ", "follow ", "keep tracking ")
+
+
+class ModelLoadError(RuntimeError):
+    """Loading the model failed; the text is the reason the node reports."""
 
 
 class EngineLogHandler(logging.Handler):
@@ -66,6 +72,8 @@ class EngineLogHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             text = f"[{record.name}] {record.getMessage()}"
+            if record.exc_info:
+                text += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip()
         except Exception:  # a malformed record must not break inference
             return
         # rclpy ties a severity to each call site, so every level needs its own call.
@@ -96,7 +104,7 @@ class LogThrottle:
             return True, self._suppressed.pop(key, 0)
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(eq=False)
 class FrameContext:
     """One converted frame on the worker thread."""
 
@@ -104,6 +112,7 @@ class FrameContext:
     rgb: np.ndarray
     seconds: dict[str, float]
     depth: np.ndarray | None = None
+    depth_encoding: str = ""
     camera_matrix: np.ndarray | None = None
     depth_checked: bool = False
     # (stamp_ns, msg) of the depth / camera_info paired when the frame was taken (None: look again
@@ -140,8 +149,11 @@ class PerceptionNode(Node):
         self._backend = self._params["backend"]
         self._backend_summary = ""
         self._last_header: Header | None = None
-        self._marker_ids: frozenset[int] | None = None
-        self._marker_lock = threading.Lock()
+        # Marker ids last published per stream (markers.ONE_SHOT / TRACKED); None = clear first.
+        self._marker_ids: dict[str, frozenset[int] | None] = dict.fromkeys(STREAMS)
+        # Held while results are published and while ~/clear, ~/enable or a failed continuous
+        # command change what may be published, so that none of them interleaves with a result.
+        self._publish_lock = threading.RLock()
         self._first_image_logged = False
         self._first_depth_logged = False
         self._no_image_warned_at: float | None = None
@@ -206,6 +218,20 @@ class PerceptionNode(Node):
             f"(device {self._params['device']}, backend {self._params['backend']}), loading in the background.")
 
     def _load_model(self) -> None:
+        """Load and warm up the model (worker thread, before any frame).
+
+        Every failure, wherever it happens (imports, thread setting, loading, warm-up and its
+        clean-up, the summary), ends in the "failed" state with its reason: diagnostics ERROR,
+        every command answered with success=false naming it. The node never stays "loading".
+        """
+        try:
+            self._load_model_or_raise()
+        except ModelLoadError as error:
+            self._fail_model(str(error), error.__cause__)
+        except Exception as error:
+            self._fail_model(f"loading the model failed: {type(error).__name__}: {error}", error)
+
+    def _load_model_or_raise(self) -> None:
         import os
 
         import torch
@@ -215,9 +241,8 @@ class PerceptionNode(Node):
         torch.set_num_threads(threads)
         path = self._params["model_path"] or None
         if path is not None and not Path(path).expanduser().is_dir():
-            self._fail_model(f"model_path {path!r} is not a directory (expected model.safetensors, config.json "
-                             "and tokenizer files written by save_pretrained)")
-            return
+            raise ModelLoadError(f"model_path {path!r} is not a directory (expected model.safetensors, config.json "
+                                 "and tokenizer files written by save_pretrained)")
         try:
             from xsam_engine.backends import create_predictor
 
@@ -234,41 +259,48 @@ class PerceptionNode(Node):
                 log=False,  # the node logs the fallback itself (below), once, through its ROS logger
             )
         except Exception as error:  # missing files, wrong format, out of memory: the node keeps running
-            self._fail_model(f"could not load the model from {path or 'xsam_engine/default_model'}: "
-                             f"{type(error).__name__}: {error}")
-            return
+            raise ModelLoadError(f"could not load the model from {path or 'xsam_engine/default_model'}: "
+                                 f"{type(error).__name__}: {error}") from None
         self._warm_up(predictor)
-        self._predictor = predictor
-        self._device, self._backend = info.device, info.backend
-        self._backend_summary = info.summary()
         if info.fallback:
             self.get_logger().warning(
                 f"backend:={info.requested_backend} device:={info.requested_device} cannot run here: {info.reason}; "
                 f"using {info.backend} on {info.device}.")
-        self._model_state = "ready"
         parameters_count = sum(p.numel() for p in predictor.model.parameters() if p.device.type != "meta")
+        summary = info.summary()
+        self._device, self._backend, self._backend_summary = info.device, info.backend, summary
+        self._predictor = predictor
+        self._model_state = "ready"
         self.get_logger().info(
-            f"Model ready: {self._model_name} ({parameters_count / 1e6:.1f} M parameters), {info.summary()}, "
+            f"Model ready: {self._model_name} ({parameters_count / 1e6:.1f} M parameters), {summary}, "
             f"{threads} CPU thread(s), loaded in {time.monotonic() - started:.1f} s.")
 
     def _warm_up(self, predictor) -> None:
-        """One small inference, so that the first real command does not pay for lazy initialisation."""
+        """One small inference, so that the first real command does not pay for lazy initialisation.
+
+        A model that cannot answer it cannot answer a real frame either: the failure is the
+        loading's (ModelLoadError).
+        """
         from xsam_engine.requests import SegmentationRequest, Task
 
         try:
             predictor.set_image(np.zeros((64, 64, 3), dtype=np.uint8))
             predictor.segment(SegmentationRequest(Task.REFERRING, text="object"))
-        except Exception as error:  # a warm-up problem will show again, with context, on a real frame
-            self.get_logger().warning(f"Warm-up inference failed: {type(error).__name__}: {error}")
+        except Exception as error:
+            raise ModelLoadError(f"the model loaded but its warm-up inference (a 64x64 image, 'object') failed: "
+                                 f"{type(error).__name__}: {error}") from error
         finally:
             predictor.reset_image()
 
-    def _fail_model(self, error: str) -> None:
+    def _fail_model(self, error: str, cause: BaseException | None = None) -> None:
         self._model_error = error
         self._model_state = "failed"
         self._stats.error(error)
-        self.get_logger().error(error + ". The node keeps running and answers every command with success=false; "
-                                "fix model_path and restart it.")
+        text = (error + ". The node keeps running and answers every command with success=false; fix model_path "
+                "and restart it.")
+        if cause is not None:
+            text += "\n" + "".join(traceback.format_exception(cause))[-3000:]
+        self.get_logger().error(text)
         for job in self._worker.take_pending():
             self._publish_error(job, f"model not available: {error}")
 
@@ -301,6 +333,7 @@ class PerceptionNode(Node):
     def _on_image(self, msg) -> None:
         self._stats.image_received()
         self._last_header = msg.header
+        rejected = self._check_image(msg)
         zero_stamp = msg.header.stamp.sec == 0 and msg.header.stamp.nanosec == 0
         if zero_stamp or not msg.header.frame_id:
             self._log_problem(
@@ -319,7 +352,21 @@ class PerceptionNode(Node):
             self.get_logger().info(f"Images arrive again on {self._image_sub.topic}.")
         if not self._enabled:
             return
-        self._worker.submit_frame(msg)
+        self._worker.submit_frame(msg, rejected)
+
+    def _check_image(self, msg) -> str:
+        """The cheap header checks on arrival, whether or not a command waits: "" or the reason, logged and counted."""
+        try:
+            conversions.check_image_message(msg, self._params["max_image_pixels"])
+        except ConversionError as error:
+            self._image_rejected(error)
+            return str(error)
+        return ""
+
+    def _image_rejected(self, error: ConversionError) -> None:
+        self._stats.count("frames_rejected")
+        self._log_problem("error", f"image:{str(error)[:60]}", f"Rejected an image on {self._image_sub.topic}: {error}")
+        self._stats.error(f"image rejected: {error}")
 
     def _on_depth(self, msg: Image) -> None:
         self._stats.count("depth_received")
@@ -344,7 +391,8 @@ class PerceptionNode(Node):
             request = conversions.command_to_request(
                 msg, self._params["default_vocabulary"], self._params["stuff_vocabulary"], self._thresholds())
         except ConversionError as error:
-            self._reject(msg.header, msg.request_id, prompt or "(SegmentationCommand)", str(error), "command")
+            self._reject(msg.header, msg.request_id, prompt or "(SegmentationCommand)", str(error), "command",
+                         continuous=bool(msg.continuous))
             return
         self._submit(Job(
             request=request, request_id=msg.request_id, prompt=prompt or request.describe(),
@@ -360,9 +408,9 @@ class PerceptionNode(Node):
             request = conversions.text_to_request(
                 text, self._params["default_vocabulary"], self._params["stuff_vocabulary"], self._thresholds())
         except ConversionError as error:
-            self._reject(header, "", text, str(error), "command_text")
+            self._reject(header, "", text, str(error), "command_text", continuous=is_tracking_command(text))
             return
-        continuous = text.strip().lower().startswith(TRACKING_WORDS)
+        continuous = is_tracking_command(text)
         self._submit(Job(
             request=request, request_id="", prompt=text.strip(), continuous=continuous, source="command_text",
             received=time.monotonic(), after_seq=self._worker.frame_seq, header=header))
@@ -384,8 +432,11 @@ class PerceptionNode(Node):
             request=request, request_id="click", prompt=request.describe(), continuous=False,
             source=source, received=time.monotonic(), after_seq=self._worker.frame_seq, header=header))
 
-    def _reject(self, header: Header, request_id: str, prompt: str, error: str, source: str) -> None:
+    def _reject(self, header: Header, request_id: str, prompt: str, error: str, source: str,
+                continuous: bool = False) -> None:
         self._stats.count("commands_rejected")
+        if continuous:
+            error += self._stop_older_tracking(time.monotonic(), header)
         self._log_problem("warning", f"reject:{error[:80]}", f"Rejected a {source} message: {error}")
         self._instances_pub.publish(conversions.error_result(
             self._answer_header(header), f"invalid command: {error}", request_id=request_id, prompt=prompt))
@@ -415,7 +466,8 @@ class PerceptionNode(Node):
     # -- services --------------------------------------------------------------------------------
 
     def _on_enable(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
-        self._enabled = bool(request.data)
+        with self._publish_lock:  # a result being published finishes first; none is published after this
+            self._enabled = bool(request.data)
         if not self._enabled:
             for job in self._worker.take_pending():
                 self._publish_error(job, "the node was disabled before an image answered this command")
@@ -425,9 +477,11 @@ class PerceptionNode(Node):
         return response
 
     def _on_clear(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
-        tracked = self._worker.clear_tracked()
-        with self._marker_lock:
-            self._marker_ids = None
+        # Under the publish lock: a tracked result computed before this is published before the
+        # DELETEALL or not at all (it re-checks that its command is still tracked under the lock).
+        with self._publish_lock:
+            tracked = self._worker.clear_tracked()
+            self._marker_ids = dict.fromkeys(STREAMS)
             if self._markers_pub.get_subscription_count() > 0:
                 self._markers_pub.publish(MarkerArray(markers=[delete_all(self._answer_header(None))]))
         response.success = True
@@ -494,6 +548,7 @@ class PerceptionNode(Node):
             "seconds_since_image": -1.0 if since is None else since,
             "tracking": tracked.job.prompt if tracked is not None else "",
             "pending_commands": self._worker.pending_count(),
+            "inference_busy": self._worker.busy,  # a frame is taken: converting, inferring or publishing
             "frames_skipped": self._worker.frames_skipped,
         }
         values.update(snapshot["counters"])
@@ -527,15 +582,15 @@ class PerceptionNode(Node):
         started = time.perf_counter()
         seconds = {"queue": max(0.0, time.monotonic() - batch.frame.received)}
         try:
+            if batch.frame.rejected:  # refused on arrival (logged and counted there)
+                raise ConversionError(batch.frame.rejected)
             if isinstance(batch.frame.msg, CompressedImage):
                 rgb = conversions.compressed_to_rgb(batch.frame.msg, self._params["max_image_pixels"])
             else:
                 rgb = conversions.image_to_rgb(batch.frame.msg, self._params["max_image_pixels"])
         except ConversionError as error:
-            self._stats.count("frames_rejected")
-            self._log_problem("error", f"image:{str(error)[:60]}", f"Rejected an image on {self._image_sub.topic}: "
-                              f"{error}")
-            self._stats.error(f"image rejected: {error}")
+            if not batch.frame.rejected:  # found only by decoding (e.g. a corrupt JPEG body)
+                self._image_rejected(error)
             for job in jobs:
                 self._publish_error(job, f"image rejected: {error}", header)
             if tracked is not None:
@@ -558,10 +613,11 @@ class PerceptionNode(Node):
             text = f"the model could not encode the {rgb.shape[1]}x{rgb.shape[0]} image: {type(error).__name__}: {error}"
             self._log_problem("error", "set_image", text)
             self._stats.error(text)
+            size = (rgb.shape[0], rgb.shape[1])
             for job in jobs:
-                self._publish_error(job, text, header)
+                self._publish_error(job, text, header, size)
             if tracked is not None:
-                self._publish_error(tracked.job, text, header)
+                self._publish_error(tracked.job, text, header, size)
             return
         replaced = False
         for job in jobs:
@@ -588,11 +644,14 @@ class PerceptionNode(Node):
             tracker = InstanceTracker(self._params["tracking_min_iou"], self._params["tracking_max_missed"])
             tracked = TrackedCommand(job=job, condition=result.condition, tracker=tracker)
             instances = tracker.update(instances)
-            self._worker.set_tracked(tracked)
+            with self._publish_lock:
+                self._worker.set_tracked(tracked)
+                self._marker_ids[TRACKED] = None  # a new tracked command: clear the previous one's markers
             self.get_logger().info(f"Tracking {job.prompt[:80]!r}: the language model ran once; following frames "
                                    "reuse its condition.")
-        else:
-            instances = [dataclasses.replace(instance, instance_id=index + 1) for index, instance in enumerate(instances)]
+            self._publish_result(context, result, instances, job, tracking=False, tracked=tracked)
+            return
+        instances = [dataclasses.replace(instance, instance_id=index + 1) for index, instance in enumerate(instances)]
         self._publish_result(context, result, instances, job, tracking=False)
 
     def _run_tracked(self, context: FrameContext, tracked: TrackedCommand) -> None:
@@ -607,9 +666,9 @@ class PerceptionNode(Node):
         instances = tracked.tracker.update(result.instances[: self._params["max_instances"]])
         tracked.frames += 1
         if not self._worker.still_tracked(tracked):
-            return  # cleared or replaced while decoding
-        self._stats.count("tracked_frames")
-        self._publish_result(context, result, instances, job, tracking=True)
+            return  # cleared or replaced while decoding (checked again, under the lock, before publishing)
+        if self._publish_result(context, result, instances, job, tracking=True, tracked=tracked):
+            self._stats.count("tracked_frames")
 
     def _engine_error(self, context: FrameContext, job: Job, error: Exception) -> None:
         if isinstance(error, ValueError):
@@ -660,18 +719,14 @@ class PerceptionNode(Node):
                               "no 3D until it does.", period_s=10.0)
             return
         try:
-            matrix, info_width, info_height = conversions.camera_matrix(info[1])
-            if (info_width, info_height) != (0, 0) and (info_width, info_height) != (width, height):
-                raise GeometryError(
-                    f"camera_info is for {info_width}x{info_height} images but the images are {width}x{height}")
-            check_camera_matrix(matrix)
+            matrix = conversions.camera_matrix(info[1], (width, height))
         except GeometryError as error:
             self._depth_rejected(error)
             return
         if depth_msg.header.frame_id and context.header.frame_id and depth_msg.header.frame_id != context.header.frame_id:
             self._log_problem("warning", "depth-frame", f"Depth frame_id '{depth_msg.header.frame_id}' differs from the "
                               f"image's '{context.header.frame_id}'; using it as registered to the image.", period_s=60.0)
-        context.depth, context.camera_matrix = depth, matrix
+        context.depth, context.camera_matrix, context.depth_encoding = depth, matrix, depth_msg.encoding
 
     def _wait_for_depth(self, stamp: int, slop_ns: int):
         """The depth image paired with `stamp`; waits up to depth_wait_s (worker thread only) while a
@@ -707,18 +762,44 @@ class PerceptionNode(Node):
             if x1 <= x0 or y1 <= y0:
                 results.append(None)
                 continue
+            crop = instance.mask[y0:y1, x0:x1]
             try:
-                results.append(object_geometry(
-                    instance.mask[y0:y1, x0:x1], context.depth, context.camera_matrix, self._params["min_depth_m"],
-                    self._params["max_depth_m"], roi=(x0, y0, x1 - x0, y1 - y0)))
+                geometry = object_geometry(
+                    crop, context.depth, context.camera_matrix, self._params["min_depth_m"],
+                    self._params["max_depth_m"], roi=(x0, y0, x1 - x0, y1 - y0))
             except GeometryError as error:
                 self._log_problem("error", "geometry", f"3D estimate failed: {error}")
-                results.append(None)
+                geometry = None
+            if geometry is None:
+                self._check_depth_range(context, instance.label, context.depth[y0:y1, x0:x1][crop])
+            results.append(geometry)
         return results
+
+    def _check_depth_range(self, context: FrameContext, label: str, depths: np.ndarray) -> None:
+        """No pixel of a mask with depth in [min_depth_m, max_depth_m]: say why (wrong units, holes)."""
+        low, high = self._params["min_depth_m"], self._params["max_depth_m"]
+        if valid_depth(depths, low, high).any():
+            return  # some valid depth, too few points for an estimate: not a units problem
+        explanation = explain_no_valid_depth(depths, low, high, context.depth_encoding)
+        text = f"no 3D for {label!r}: {explanation}"
+        self._stats.count("depth_no_valid_pixels")
+        self._stats.error(text)
+        # One line per cause and 10 s (the numbers in the text vary from frame to frame, the cause does not).
+        key = "depth-range:" + re.sub(r"[-+0-9.e]+ m\b", "", explanation)
+        self._log_problem("warning", key, text + "; has_3d=false.", period_s=10.0)
 
     # -- publishing --------------------------------------------------------------------------------
 
-    def _publish_result(self, context: FrameContext, result, instances, job: Job, tracking: bool) -> None:
+    def _publish_result(self, context: FrameContext, result, instances, job: Job, tracking: bool,
+                        tracked: TrackedCommand | None = None) -> bool:
+        """Publish instances, overlay and markers of one result; False when it was not published.
+
+        ``tracked``: the tracked command the result belongs to (its first, LLM answer or a
+        tracked frame); its markers go to the tracked stream. Right before publishing, under the
+        publish lock: a tracked frame whose command was cleared or replaced meanwhile is
+        dropped (no stale markers after ~/clear's DELETEALL); while the node is disabled nothing
+        is published, and a command's answer becomes an error saying so.
+        """
         started = time.perf_counter()
         geometries = self._geometries(context, instances)
         depth_seconds = time.perf_counter() - started
@@ -732,26 +813,63 @@ class PerceptionNode(Node):
             job.request_id, job.prompt, tracking, self._params["publish_label_image"], {})
         seconds["ros_conversion"] = time.perf_counter() - started
         message.timings = conversions.timings_msg(seconds)
-        self._instances_pub.publish(message)
-        self._stats.record_stages(seconds)
-        self._stats.count("results_published")
+        overlay = None
         if self._overlay_pub.get_subscription_count() > 0:
             from xsam_engine.visualization import draw_overlay
 
             caption = job.prompt + (" [tracking]" if tracking else "")
-            overlay = draw_overlay(context.rgb, instances, caption=caption)
-            self._overlay_pub.publish(conversions.rgb_to_image_msg(overlay, conversions.copy_header(context.header)))
-        if self._markers_pub.get_subscription_count() > 0:
-            with self._marker_lock:
-                markers, self._marker_ids = result_markers(message, self._marker_ids)
-            self._markers_pub.publish(markers)
+            overlay = conversions.rgb_to_image_msg(draw_overlay(context.rgb, instances, caption=caption),
+                                                   conversions.copy_header(context.header))
+        stream = ONE_SHOT if tracked is None else TRACKED
+        with self._publish_lock:
+            current = tracked is None or self._worker.still_tracked(tracked)
+            if tracking and not current:
+                return False
+            if not self._enabled:
+                if not tracking:  # the command's answer is owed: say why there is none
+                    text = "the node was disabled (~/enable) while this command was being answered"
+                    if tracked is not None and current:
+                        self._worker.clear_tracked()
+                        text += "; tracking did not start"
+                    self._publish_error(job, text, context.header, result.image_size)
+                return False
+            self._instances_pub.publish(message)
+            if overlay is not None:
+                self._overlay_pub.publish(overlay)
+            if current and self._markers_pub.get_subscription_count() > 0:
+                markers, self._marker_ids[stream] = result_markers(message, self._marker_ids[stream], stream)
+                self._markers_pub.publish(markers)
+        self._stats.record_stages(seconds)
+        self._stats.count("results_published")
+        return True
 
     def _publish_error(self, job: Job, error: str, header: Header | None = None,
                        image_size: tuple[int, int] = (0, 0)) -> None:
+        """success=false answer to ``job``. A failed continuous command still replaces the tracked one."""
+        header = header if header is not None else self._answer_header(job.header)
+        tracked = self._worker.tracked
+        if job.continuous and (tracked is None or tracked.job is not job):
+            error += self._stop_older_tracking(job.received, header)
         self._instances_pub.publish(conversions.error_result(
-            header if header is not None else self._answer_header(job.header), error, request_id=job.request_id,
-            prompt=job.prompt, task=job.request.task, image_size=image_size))
+            header, error, request_id=job.request_id, prompt=job.prompt, task=job.request.task, image_size=image_size))
         self._stats.count("errors_published")
+
+    def _stop_older_tracking(self, received: float, header: Header) -> str:
+        """A new continuous command (received at ``received``) failed: stop the tracked command
+        that arrived before it, as a successful one would have replaced it; "" when there was none,
+        else the sentence to append to the error."""
+        with self._publish_lock:
+            tracked = self._worker.tracked
+            if tracked is None or tracked.job.received > received:
+                return ""
+            self._worker.clear_tracked()
+            ids, self._marker_ids[TRACKED] = self._marker_ids[TRACKED], None
+            if ids and self._markers_pub.get_subscription_count() > 0:
+                self._markers_pub.publish(MarkerArray(markers=delete_markers(header, ids, TRACKED)))
+        note = (f"; the previously tracked command {tracked.job.prompt[:80]!r} was stopped (a new continuous "
+                "command replaces it, also when it fails)")
+        self.get_logger().warning(f"Stopped tracking {tracked.job.prompt[:80]!r}: a newer continuous command failed.")
+        return note
 
     # -- logging -----------------------------------------------------------------------------------
 

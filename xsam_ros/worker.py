@@ -27,6 +27,7 @@ class Frame:
     msg: Any
     seq: int
     received: float  # time.monotonic()
+    rejected: str = ""  # why the arrival checks refused it ("" = not refused); the handler answers with it
 
 
 @dataclass(eq=False)
@@ -124,13 +125,17 @@ class InferenceWorker:
         with self._condition:
             return self._seq
 
-    def submit_frame(self, msg: Any) -> int:
-        """Store the newest frame (replacing an unprocessed one); returns its sequence number."""
+    def submit_frame(self, msg: Any, rejected: str = "") -> int:
+        """Store the newest frame (replacing an unprocessed one); returns its sequence number.
+
+        ``rejected``: the reason the caller's arrival checks refused the frame; it still answers
+        the commands waiting for the next frame (with that error) instead of a later good frame.
+        """
         with self._condition:
             if self._frame is not None and self._frame.seq > self._last_processed_seq and self._has_work_locked():
                 self.frames_skipped += 1
             self._seq += 1
-            self._frame = Frame(msg, self._seq, time.monotonic())
+            self._frame = Frame(msg, self._seq, time.monotonic(), rejected)
             self._condition.notify_all()
             return self._seq
 

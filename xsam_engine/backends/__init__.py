@@ -7,8 +7,11 @@
 `backend` is auto | tensorrt | onnxruntime | torch and `device` auto | cuda | cpu.
 auto resolves to TensorRT when `tensorrt` imports and CUDA is present, else ONNX Runtime with
 its CUDA execution provider when available, else PyTorch. A backend that was asked for but
-cannot run here falls back along tensorrt -> onnxruntime -> torch; exactly one log line
-(logger `xsam_engine.backends`) says what was asked, what is used and why. The language model
+cannot run here falls back along tensorrt -> onnxruntime -> torch; exactly one summary line
+(logger `xsam_engine.backends`) says what was asked, what is used and why. A backend that raises
+while starting is also logged with its traceback on the same logger (WARNING; DEBUG when the
+exception is an ImportError, i.e. a package is missing), so that a bug in an accelerated
+backend is visible and not only its one-line reason. The language model
 and the region sampler's point draw always run in PyTorch on the chosen device; only the image
 stages (`ImageStages`: SAM + connector, pixel decoder, SigLIP, seg projector, mask decoder) move.
 
@@ -228,8 +231,9 @@ def create_predictor(
             modified except for being moved to `device`/`dtype`.
         seed: the predictor's region-sampler seed.
         environment: override detection (tests).
-        log: emit the one backend log line (a caller with its own logger, e.g. the ROS node, passes
-            False and logs `info.reason` itself, so the fallback is still reported exactly once).
+        log: emit the one backend summary line (a caller with its own logger, e.g. the ROS node,
+            passes False and logs `info.reason` itself, so the fallback is still reported exactly
+            once). Tracebacks of backends that raised while starting are logged in either case.
 
     Returns:
         (predictor, BackendInfo)
@@ -290,6 +294,12 @@ def create_predictor(
         except Exception as error:  # a broken install or a failed build must not stop the robot
             reasons.append(f"{candidate} failed to start ({error.__class__.__name__}: {error})")
             fallback = True
+            # The summary line below has only the exception's text; the traceback shows where it
+            # came from (a bug in an accelerated backend must not hide behind the fallback). A
+            # missing package is an expected reason to fall back: its traceback only at DEBUG.
+            expected = isinstance(error, ImportError)
+            logger.log(logging.DEBUG if expected else logging.WARNING,
+                       "The %s backend raised while starting; falling back.", candidate, exc_info=True)
     info.fallback, info.reason = fallback, "; ".join(reasons)
     if stages is not None and owns_model:
         _release_image_stage_weights(model)

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from ..configuration_xsam import XSamConfig
 
 
-@dataclass
+@dataclass(eq=False)
 class AcceleratedMaskEncoderOutput(MaskEncoderOutput):
     """`MaskEncoderOutput` of an exported mask encoder, which also returns the seg-projector tokens.
 

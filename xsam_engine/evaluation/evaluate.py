@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ..predictor import XSamPredictor
+from ..prompts import has_template_answer
 from ..requests import PromptKind, Task
 from ..results import SegmentationResult
 from ..tabletop.catalog import ALL_CLASSES, STUFF_CLASSES
@@ -161,7 +162,7 @@ def evaluate_model(
                     continue
                 request = replace(sample.request, score_threshold=(
                     INTERACTIVE_EVALUATION_SCORE_THRESHOLD if task is Task.INTERACTIVE else EVALUATION_SCORE_THRESHOLD))
-                if task.generates_text:
+                if not has_template_answer(task):
                     request = replace(request, max_new_tokens=48)
                 started = time.perf_counter()
                 result = predictor.segment(request)

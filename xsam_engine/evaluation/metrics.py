@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..masks import mask_iou
+
 COCO_IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 COCO_RECALL_THRESHOLDS = np.linspace(0.0, 1.0, 101)
 _PQ_MATCH_IOU = 0.5
@@ -29,15 +31,6 @@ _PQ_VOID_FRACTION = 0.5
 
 # ---------------------------------------------------------------------------------------------
 # Binary masks: referring, reasoning, interactive
-
-
-def mask_iou(pred: np.ndarray, gt: np.ndarray) -> float:
-    """IoU of two masks; 1.0 when both are empty (nothing to find, nothing found)."""
-    pred, gt = _binary_pair(pred, gt)
-    union = np.count_nonzero(pred | gt)
-    if union == 0:
-        return 1.0
-    return np.count_nonzero(pred & gt) / union
 
 
 def ciou(preds: Sequence[np.ndarray], gts: Sequence[np.ndarray]) -> float:
@@ -68,7 +61,7 @@ def miou_binary(preds: Sequence[np.ndarray], gts: Sequence[np.ndarray]) -> float
 # Semantic segmentation
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SemanticIoU:
     """Semantic segmentation scores.
 
@@ -132,7 +125,7 @@ def miou(
 # Panoptic quality
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class PanopticAnnotation:
     """One image's panoptic segmentation (prediction or ground truth).
 
@@ -287,7 +280,7 @@ def _pq_average(per_class: dict[int, PQStat], keep: Callable[[int], bool]) -> PQ
 # COCO mask AP (generic instance segmentation, VGD)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class InstancePrediction:
     """A predicted instance: mask, category (class or region index) and confidence."""
 
@@ -296,7 +289,7 @@ class InstancePrediction:
     score: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class InstanceAnnotation:
     """A ground-truth instance; crowd regions may absorb detections without counting them."""
 
@@ -305,7 +298,7 @@ class InstanceAnnotation:
     iscrowd: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class MaskAP:
     """COCO mask AP.
 
@@ -446,7 +439,7 @@ def _interpolated_precision(true_pos: np.ndarray, false_pos: np.ndarray, num_gt:
 # Grounded conversation generation
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class GroundedPhrase:
     """A phrase of a caption and the mask it grounds."""
 

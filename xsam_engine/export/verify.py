@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..masks import mask_iou
 from ..modeling_xsam import XSamModel
 from ..processing import XSamImageProcessor
 from .graphs import GRAPH_NAMES, build_graph, graph_specs
@@ -139,12 +140,6 @@ def compare_graphs(
             max_rel_error=rel_errors, onnx_mb=round(size, 2), torch_seconds=torch_seconds, onnxruntime_seconds=ort_seconds,
         ))
     return results
-
-
-def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    """IoU of two bool masks; two empty masks agree perfectly (1.0)."""
-    union = np.logical_or(a, b).sum()
-    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
 
 
 @dataclass

@@ -28,7 +28,7 @@ _PAPER_RELIEF_M = 0.0005
 _NAPKIN_RELIEF_M = 0.001
 
 
-@dataclass
+@dataclass(eq=False)
 class TableTexture:
     """The table as seen without objects.
 

@@ -85,7 +85,7 @@ class SceneOptions:
             raise ValueError(f"min_visible_fraction must be in (0, 1], got {self.min_visible_fraction}.")
 
 
-@dataclass
+@dataclass(eq=False)
 class SceneLayout:
     """Everything random about a scene except sensor noise; rendering it is deterministic.
 

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from ..requests import PromptKind, VisualPrompt
-from ..visual_prompts import default_point_radius
+from ..visual_prompts import POINT_RADIUS
 from .scenes import Scene
 
 _SCRIBBLE_POINTS = 24
@@ -46,8 +46,7 @@ def _interior(mask: np.ndarray, depth: int) -> np.ndarray:
 
 
 def _point(mask: np.ndarray, rng: np.random.Generator) -> VisualPrompt:
-    radius = default_point_radius(*mask.shape)
-    rows, cols = np.nonzero(_interior(mask, radius // 2))
+    rows, cols = np.nonzero(_interior(mask, POINT_RADIUS // 2))
     pick = int(rng.integers(rows.size))
     return VisualPrompt.point(float(cols[pick]), float(rows[pick]))
 
@@ -82,8 +81,9 @@ def _scribble(scene: Scene, instance_id: int, mask: np.ndarray, rng: np.random.G
     if run is None or run[1] - run[0] < 2:
         # The stroke missed the object (thin or hollow shapes): a short stroke through a point.
         centre = _point(mask, rng).points[0]
-        radius = default_point_radius(*mask.shape)
-        return VisualPrompt.scribble(np.array([centre - [radius, 0.0], centre, centre + [radius, 0.0]]).clip(0))
+        return VisualPrompt.scribble(
+            np.array([centre - [POINT_RADIUS, 0.0], centre, centre + [POINT_RADIUS, 0.0]]).clip(0)
+        )
     return VisualPrompt.scribble(points[run[0] : run[1]])
 
 

@@ -60,7 +60,7 @@ def sample_lighting(rng: np.random.Generator) -> Lighting:
     )
 
 
-@dataclass
+@dataclass(eq=False)
 class CompositeLayers:
     """The composited scene before camera effects.
 

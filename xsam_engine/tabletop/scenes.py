@@ -76,7 +76,7 @@ class SceneObject:
         return f"{self.colour} {self.category}"
 
 
-@dataclass
+@dataclass(eq=False)
 class Scene:
     """An RGB-D frame with ground truth.
 

@@ -81,7 +81,7 @@ class ObjectGeometry:
         )
 
 
-@dataclass
+@dataclass(eq=False)
 class ObjectPatch:
     """An object rendered into a small window of the image.
 

@@ -40,7 +40,7 @@ MAX_VGD_REGIONS = 3
 _EXPLANATION_PROBABILITY = 0.3
 
 
-@dataclass
+@dataclass(eq=False)
 class TaskSample:
     """One question about a scene with its answer and decoder targets.
 

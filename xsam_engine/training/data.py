@@ -40,7 +40,7 @@ DEFAULT_TASK_WEIGHTS: dict[Task, float] = {
 }
 
 
-@dataclass
+@dataclass(eq=False)
 class TrainingExample:
     """One question about a scene, with its targets (the scene's pixels are in `TrainingScene`).
 
@@ -63,7 +63,7 @@ class TrainingExample:
     task: Task
 
 
-@dataclass
+@dataclass(eq=False)
 class TrainingScene:
     """One rendered scene: its encoder inputs and several questions about it.
 
@@ -94,9 +94,13 @@ def build_example(
     processor: XSamImageProcessor,
     tokenizer: PreTrainedTokenizerBase,
     loss_size: int,
-    add_bos: bool = False,
+    add_bos: bool = True,
 ) -> TrainingExample:
-    """Turn a task sample into model inputs and targets (teacher forcing: answer + `<|end|>`)."""
+    """Turn a task sample into model inputs and targets (teacher forcing: answer + `<|end|>`).
+
+    `add_bos` prepends the BOS token as X-SAM's training does; pass the model's
+    `XSamLanguageConfig.add_bos` so that training and inference see the same prompt form.
+    """
     prompt_ids = encode_with_placeholders(tokenizer, chat_prompt(sample.question), add_bos=add_bos)
     answer_ids = tokenizer.encode(sample.answer + ANSWER_SUFFIX, add_special_tokens=False)
     height, width = image_size
@@ -120,7 +124,7 @@ def build_scene(
     processor: XSamImageProcessor,
     tokenizer: PreTrainedTokenizerBase,
     loss_size: int,
-    add_bos: bool = False,
+    add_bos: bool = True,
 ) -> TrainingScene:
     """Encoder inputs of `image` and one `TrainingExample` per sample about it."""
     sam = processor.sam_inputs(image)
@@ -147,7 +151,7 @@ class TabletopTaskDataset(Dataset):
         image_size: int = 256,
         loss_size: int = 128,
         task_weights: dict[Task, float] | None = None,
-        add_bos: bool = False,
+        add_bos: bool = True,
         tasks_per_scene: int = 1,
         confusable_fraction: float = 0.0,
         absent_fraction: float = 0.0,

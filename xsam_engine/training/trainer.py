@@ -237,7 +237,14 @@ def _initialise_from(model: XSamModel, directory: str) -> None:
     from ..checkpoint import load_pretrained
 
     source, _ = load_pretrained(directory)
-    if source.config.to_dict() != model.config.to_dict() | {"postprocess": source.config.to_dict()["postprocess"]}:
+
+    def shape(config: XSamConfig) -> dict:  # the architecture: not thresholds, not the prompt form (BOS)
+        values = config.to_dict()
+        values.pop("postprocess")
+        values["language"].pop("add_bos")
+        return values
+
+    if shape(source.config) != shape(model.config):
         raise ValueError(f"--init-from {directory}: its architecture ({source.config.name}) differs from "
                          f"--architecture ({model.config.name}); pick the matching architecture.")
     model.load_state_dict({k: v.float() for k, v in source.state_dict().items()})
