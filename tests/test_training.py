@@ -118,3 +118,17 @@ def test_best_mask_matching_picks_the_query_with_the_better_mask() -> None:
     assert rows.tolist() == [1]
     with pytest.raises(ValueError, match="selection_target"):
         CriterionWeights(selection_target="best")
+
+
+def test_task_weights_override_the_defaults_and_refuse_bad_items() -> None:
+    from xsam_engine.requests import Task
+    from xsam_engine.training.data import DEFAULT_TASK_WEIGHTS, parse_task_weights
+
+    assert parse_task_weights("") is None
+    weights = parse_task_weights("panoptic=0.2, instance=0")
+    assert weights[Task.PANOPTIC] == 0.2 and weights[Task.INSTANCE] == 0.0
+    assert {t: w for t, w in weights.items() if t not in (Task.PANOPTIC, Task.INSTANCE)} == {
+        t: w for t, w in DEFAULT_TASK_WEIGHTS.items() if t not in (Task.PANOPTIC, Task.INSTANCE)}
+    for bad, message in (("panoptc=0.2", "TASK=WEIGHT"), ("panoptic=-1", ">= 0"), ("panoptic", "TASK=WEIGHT")):
+        with pytest.raises(ValueError, match=message):
+            parse_task_weights(bad)

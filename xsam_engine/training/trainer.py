@@ -29,7 +29,7 @@ from ..predictor import XSamPredictor
 from ..processing import XSamImageProcessor
 from ..tabletop.tokenizer import build_tokenizer
 from ..tokenization import add_xsam_tokens
-from .data import TabletopTaskDataset, collate
+from .data import TabletopTaskDataset, collate, parse_task_weights
 from .curves import CURVE_NAME, HEADLINE, append_point, evaluate_point, read_curve
 from .forward import training_losses
 from .losses import SELECTION_TARGETS, CriterionWeights
@@ -63,6 +63,7 @@ class TrainingConfig:
     stop_after: int = 0  # stop this invocation after N steps (0 = run to the end); rerun to resume
     device: str = "cpu"  # "cuda" trains on a GPU (same data, same command); evaluation stays on the CPU
     absent_fraction: float = 0.0  # referring samples asked about an absent object, with no target (data.py)
+    task_weights: str = ""  # e.g. "panoptic=0.2,instance=0.15": override data.DEFAULT_TASK_WEIGHTS ("" = defaults)
     selection: str = "matched"  # query matching: "matched" (class + mask cost) or "best_mask" (mask cost only; losses.py)
     eval_every: int = 0  # write a held-out learning-curve point every N steps (0 = none; curves.py)
     eval_scenes: int = 50  # held-out scenes per curve point (the fixed subset from seed 9e8)
@@ -138,7 +139,7 @@ def train(config: TrainingConfig, export_dir: str | Path | None = None) -> Path 
         processor, tokenizer, length=config.steps * config.batch_size, base_seed=config.seed * 10_000_000,
         image_size=config.image_size, loss_size=config.loss_size, tasks_per_scene=config.tasks_per_scene,
         confusable_fraction=config.confusable_fraction, absent_fraction=config.absent_fraction,
-        add_bos=model.config.language.add_bos,
+        add_bos=model.config.language.add_bos, task_weights=parse_task_weights(config.task_weights),
     )
     loader = DataLoader(
         dataset,
