@@ -40,6 +40,26 @@ DEFAULT_TASK_WEIGHTS: dict[Task, float] = {
 }
 
 
+def parse_task_weights(text: str) -> dict[Task, float] | None:
+    """"panoptic=0.2,instance=0.15" -> DEFAULT_TASK_WEIGHTS with those tasks' weights replaced;
+    "" -> None (the defaults). Weights are relative (normalised when drawing)."""
+    if not text.strip():
+        return None
+    weights = dict(DEFAULT_TASK_WEIGHTS)
+    for item in text.split(","):
+        name, _, value = item.partition("=")
+        try:
+            task, weight = Task(name.strip()), float(value)
+        except ValueError:
+            raise ValueError(f"task_weights item {item!r}: use TASK=WEIGHT with a task of {[t.value for t in Task]}.")
+        if weight < 0:
+            raise ValueError(f"task_weights item {item!r}: the weight must be >= 0.")
+        weights[task] = weight
+    if sum(weights.values()) <= 0:
+        raise ValueError(f"task_weights {text!r}: at least one weight must be positive.")
+    return weights
+
+
 @dataclass(eq=False)
 class TrainingExample:
     """One question about a scene, with its targets (the scene's pixels are in `TrainingScene`).
