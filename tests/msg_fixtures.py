@@ -262,3 +262,26 @@ def image_pixels(image):
     data = np.frombuffer(bytes(image.data), dtype=dtype)
     row = image.step // np.dtype(dtype).itemsize
     return data.reshape(image.height, row)[:, :image.width]
+
+
+def roundtrip_qos():
+    """QoS of both round-trip processes: reliable, transient-local, keep-last 5 (late joiners still get it)."""
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5, reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def roundtrip_arguments(description, *extra):
+    """(args, deadline) of a round-trip process: --namespace, --timeout and `extra` ((flags, kwargs) pairs)."""
+    import argparse
+    import time
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument('--namespace', required=True)
+    for flags, options in extra:
+        parser.add_argument(*flags, **options)
+    parser.add_argument('--timeout', type=float, default=30.0)
+    args = parser.parse_args()
+    return args, time.monotonic() + args.timeout
+

@@ -7,26 +7,18 @@ msg_fixtures.BUILDERS, then waits until every reliable subscriber has acknowledg
 before exiting 0. Exit 2 on timeout.
 """
 
-import argparse
 import sys
 import time
 
 import msg_fixtures as fx
 import rclpy
 from rclpy.duration import Duration
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5,
-                 reliability=ReliabilityPolicy.RELIABLE,
-                 durability=DurabilityPolicy.TRANSIENT_LOCAL)
+QOS = fx.roundtrip_qos()
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument('--namespace', required=True)
-    parser.add_argument('--timeout', type=float, default=30.0)
-    args = parser.parse_args()
-    deadline = time.monotonic() + args.timeout
+    args, deadline = fx.roundtrip_arguments(__doc__)
 
     rclpy.init()
     node = rclpy.create_node('xsam_msg_roundtrip_publisher', namespace=args.namespace)

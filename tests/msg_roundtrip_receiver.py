@@ -9,7 +9,6 @@ and DIR/<name>.json (msg_fixtures.msg_to_dict of the received message, as this p
 sees it). Exits 0 when all topics delivered, 2 on timeout.
 """
 
-import argparse
 import json
 import sys
 import time
@@ -17,21 +16,13 @@ from pathlib import Path
 
 import msg_fixtures as fx
 import rclpy
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.serialization import serialize_message
 
-QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5,
-                 reliability=ReliabilityPolicy.RELIABLE,
-                 durability=DurabilityPolicy.TRANSIENT_LOCAL)
+QOS = fx.roundtrip_qos()
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument('--namespace', required=True)
-    parser.add_argument('--out-dir', required=True, type=Path)
-    parser.add_argument('--timeout', type=float, default=30.0)
-    args = parser.parse_args()
-    deadline = time.monotonic() + args.timeout
+    args, deadline = fx.roundtrip_arguments(__doc__, (('--out-dir',), {'required': True, 'type': Path}))
 
     rclpy.init()
     node = rclpy.create_node('xsam_msg_roundtrip_receiver', namespace=args.namespace)

@@ -208,3 +208,18 @@ def test_the_traceback_is_logged_even_when_the_caller_logs_the_summary(tmp_path,
     records = _backend_records(caplog)
     assert len(records) == 1 and records[0].exc_info and records[0].levelno == logging.WARNING
     assert info.backend == "torch" and "NotADirectoryError" in info.reason
+
+
+def test_create_predictor_returns_a_named_result_and_shares_the_defaults_of_from_pretrained() -> None:
+    import inspect
+
+    from xsam_engine.backends import DEFAULT_DEVICE, DEFAULT_SEED, CreatedPredictor, create_predictor
+
+    model, tokenizer = tiny_model_and_tokenizer()
+    created = create_predictor(backend="torch", model=model, tokenizer=tokenizer, environment=CPU_ONLY)
+    assert isinstance(created, CreatedPredictor) and isinstance(created.predictor, XSamPredictor)
+    assert created.info.backend == "torch" and created.info.device == "cpu"
+    factory, loader = inspect.signature(create_predictor).parameters, inspect.signature(XSamPredictor.from_pretrained).parameters
+    assert factory["device"].default == loader["device"].default == DEFAULT_DEVICE
+    assert factory["seed"].default == loader["seed"].default == DEFAULT_SEED
+    assert factory["dtype"].default is loader["dtype"].default is None

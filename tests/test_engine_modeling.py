@@ -103,3 +103,84 @@ def test_background_class_is_last_and_padded_conditions_are_suppressed() -> None
     assert output.class_logits.shape[-1] == 4
     assert torch.all(output.class_logits[..., 2] <= -1e8)
     assert torch.all(output.class_logits[..., [0, 1, 3]].abs() <= config.decoder.logit_clamp)
+
+
+# -- the multimodal forward ---------------------------------------------------------------------
+
+
+def _forward_inputs():
+    """Two prompts on one image (a referring question and an interactive one with a region), the
+    way training batches them, with the tiny model and the tabletop tokenizer."""
+    import numpy as np
+
+    from engine_fixtures import scene_image, tiny_model_and_tokenizer
+    from xsam_engine.predictor import XSamPredictor
+    from xsam_engine.requests import SegmentationRequest, Task, VisualPrompt
+
+    model, tokenizer = tiny_model_and_tokenizer()
+    predictor = XSamPredictor(model, tokenizer)
+    image = scene_image()
+    predictor.set_image(image)
+    referring = SegmentationRequest(Task.REFERRING, text="red cup")
+    interactive = SegmentationRequest(Task.INTERACTIVE, regions=(VisualPrompt.point(40, 30),))
+    seg = [tokenizer.convert_tokens_to_ids("<SEG>")]
+    ids = [predictor.prompt_ids(referring) + seg, predictor.prompt_ids(interactive) + seg]
+    padded, _ = predictor._rasterise_regions(interactive)
+    sam = predictor.processor.sam_inputs(image).pixel_values
+    siglip = predictor.processor.siglip_inputs(image)
+    return model, predictor, (referring, interactive), ids, padded, sam, siglip, np
+
+
+def test_forward_on_pixels_equals_forward_on_cached_embeddings_and_says_what_is_missing() -> None:
+    model, predictor, _, ids, padded, sam, siglip, _ = _forward_inputs()
+    with torch.no_grad():
+        embeddings = model.get_image_embeddings(sam, siglip)
+        on_pixels = model(ids, predictor.special, pixel_values=sam, siglip_pixel_values=siglip, image_index=[0, 0],
+                          prompt_masks=[[], padded], generator=torch.Generator().manual_seed(0))
+        on_cache = model(ids, predictor.special, image_embeddings=embeddings, image_index=[0, 0],
+                         prompt_masks=[[], padded], generator=torch.Generator().manual_seed(0))
+    assert on_pixels.class_logits.shape == (2, model.config.decoder.num_queries, 2)
+    torch.testing.assert_close(on_pixels.class_logits, on_cache.class_logits)
+    torch.testing.assert_close(on_pixels.mask_logits, on_cache.mask_logits)
+    assert on_pixels.conditions.seg_found.tolist() == [True, True]
+    with pytest.raises(ValueError, match="Either pixel_values and siglip_pixel_values, or image_embeddings"):
+        model(ids, predictor.special, pixel_values=sam)
+    embeddings.llm_image_tokens = None
+    with pytest.raises(ValueError, match="no llm_image_tokens"):
+        model(ids, predictor.special, image_embeddings=embeddings)
+
+
+def test_pooling_projects_every_span_position_then_averages() -> None:
+    """X-SAM's `_get_index_embeds`: condition i = mean over positions <p> .. </p> (inclusive) of
+    llm_projector(state), not the projection of the mean (the projector is non-linear)."""
+    model, predictor, _, ids, padded, sam, siglip, _ = _forward_inputs()
+    with torch.no_grad():
+        output = model(ids, predictor.special, pixel_values=sam, siglip_pixel_values=siglip, image_index=[0, 0],
+                       prompt_masks=[[], padded])
+        conditions = output.conditions
+        projector = model.language_model.condition_projector
+        for row, spans in enumerate(conditions.spans):
+            assert len(spans) == 1  # <p>red cup</p>, <p><region></p>
+            start, end = spans[0]
+            assert conditions.token_ids[row, start] == predictor.special.phrase_start
+            assert conditions.token_ids[row, end] == predictor.special.phrase_end
+            expected = projector(conditions.hidden_states[row, start : end + 1]).mean(dim=0)
+            torch.testing.assert_close(conditions.condition_embeds[row, 0], expected)
+            seg_position = int((conditions.token_ids[row] == predictor.special.seg).nonzero()[0])
+            torch.testing.assert_close(conditions.seg_embeds[row], projector(conditions.hidden_states[row, seg_position]))
+        mean_first = projector(conditions.hidden_states[0, spans[0][0] : spans[0][1] + 1].mean(dim=0))
+        assert not torch.allclose(mean_first, conditions.condition_embeds[0, 0])
+
+
+def test_the_predictor_and_training_share_the_models_forward() -> None:
+    """The predictor's forced-answer path and the batched forward give the same conditions: one
+    splice / pooling implementation (XSamModel.get_conditions)."""
+    model, predictor, (referring, interactive), ids, padded, sam, siglip, _ = _forward_inputs()
+    with torch.no_grad():
+        batched = model(ids, predictor.special, pixel_values=sam, siglip_pixel_values=siglip, image_index=[0, 0],
+                        prompt_masks=[[], padded], generator=torch.Generator().manual_seed(predictor.seed))
+    for row, request in enumerate((referring, interactive)):
+        condition = predictor.encode_request(request)
+        torch.testing.assert_close(condition.condition_embeds, batched.conditions.condition_embeds[row, :1],
+                                   rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(condition.seg_embeds[0], batched.conditions.seg_embeds[row], rtol=1e-4, atol=1e-5)

@@ -128,3 +128,25 @@ def test_region_graph_reproduces_the_pytorch_sampler(exported):
     expected = model.encode_regions(tokens, masks, torch.Generator().manual_seed(3))
     actual = stages.encode_regions(tokens, masks, torch.Generator().manual_seed(3))
     torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_onnxruntime_backend_runs_the_exported_region_graph_for_visual_prompts(tmp_path) -> None:
+    """Region prompts go through the image-stage interface: with ONNX Runtime stages an interactive
+    request runs the exported region_encoder graph (its session exists afterwards) and gives the
+    PyTorch region tokens, so the graph that is exported and built is also the one that runs."""
+    from xsam_engine.backends import create_predictor
+    from xsam_engine.requests import VisualPrompt
+
+    model, tokenizer = tiny_model_and_tokenizer()
+    created = create_predictor(backend="onnxruntime", device="cpu", model=model, tokenizer=tokenizer,
+                               engine_cache_dir=tmp_path)
+    stages = created.predictor.stages
+    assert created.info.backend == "onnxruntime" and "region_encoder" not in stages._sessions
+    created.predictor.set_image(scene_image())
+    request = SegmentationRequest(Task.INTERACTIVE, regions=(VisualPrompt.point(40, 30),))
+    condition = created.predictor.encode_request(request)
+    assert "region_encoder" in stages._sessions
+    reference = XSamPredictor(*tiny_model_and_tokenizer())
+    reference.set_image(scene_image())
+    torch.testing.assert_close(condition.condition_embeds, reference.encode_request(request).condition_embeds,
+                               rtol=1e-3, atol=1e-4)

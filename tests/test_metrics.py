@@ -5,21 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from xsam_engine.evaluation import (
-    GroundedPhrase,
-    InstanceAnnotation,
-    InstancePrediction,
-    PanopticAnnotation,
-    ciou,
-    gcg_mask_recall,
-    giou,
-    mask_ap,
-    mask_iou,
-    miou,
-    miou_binary,
-    normalise_phrase,
-    panoptic_quality,
-)
+from xsam_engine.evaluation import metrics
 
 
 def box_mask(shape, rows, cols) -> np.ndarray:
@@ -36,19 +22,18 @@ EMPTY = np.zeros((4, 4), dtype=bool)
 
 
 def test_mask_iou():
-    assert mask_iou(A, B) == pytest.approx(4 / 12)
-    assert mask_iou(A, A) == 1.0
-    assert mask_iou(A, EMPTY) == 0.0
-    assert mask_iou(EMPTY, EMPTY) == 1.0
+    assert metrics.mask_iou(A, B) == pytest.approx(4 / 12)
+    assert metrics.mask_iou(A, A) == 1.0
+    assert metrics.mask_iou(A, EMPTY) == 0.0
+    assert metrics.mask_iou(EMPTY, EMPTY) == 1.0
     with pytest.raises(ValueError, match="shape"):
-        mask_iou(A, np.zeros((3, 3), dtype=bool))
+        metrics.mask_iou(A, np.zeros((3, 3), dtype=bool))
 
 
 def test_every_iou_in_the_project_is_the_one_mask_iou():
     """One IoU and one convention (two empty masks: 1.0, the official X-SAM evaluation's
     ``np.where(union > 0, intersection / union, 1.0)``), wherever it is used."""
     import node_driver
-    from xsam_engine.evaluation import metrics
     from xsam_engine.export import verify
     from xsam_engine.masks import mask_iou as the_one
 
@@ -78,17 +63,17 @@ def test_the_tracker_matches_with_the_same_iou():
 def test_ciou_accumulates_and_giou_averages():
     preds, gts = [A, DOT, EMPTY], [B, DOT, EMPTY]
     # cIoU: (4 + 1 + 0) / (12 + 1 + 0); gIoU: mean(1/3, 1, 1) with the empty pair counting as 1.
-    assert ciou(preds, gts) == pytest.approx(5 / 13)
-    assert giou(preds, gts) == pytest.approx((1 / 3 + 1 + 1) / 3)
-    assert miou_binary(preds, gts) == giou(preds, gts)
+    assert metrics.ciou(preds, gts) == pytest.approx(5 / 13)
+    assert metrics.giou(preds, gts) == pytest.approx((1 / 3 + 1 + 1) / 3)
+    assert metrics.miou_binary(preds, gts) == metrics.giou(preds, gts)
     with pytest.raises(ValueError, match="one per sample"):
-        ciou([A], [A, B])
+        metrics.ciou([A], [A, B])
 
 
 def test_semantic_miou_from_confusion():
     gt = np.array([[0, 0], [1, 1], [2, 255]])
     pred = np.array([[0, 1], [1, 1], [-1, 0]])
-    result = miou([pred], [gt], num_classes=4, ignore_index=255)
+    result = metrics.miou([pred], [gt], num_classes=4, ignore_index=255)
     # class 0: TP 1, FN 1 -> 1/2; class 1: TP 2, FP 1 -> 2/3; class 2: predicted as void -> 0;
     # class 3: absent from both -> NaN, left out of the mean.
     np.testing.assert_allclose(result.per_class[:3], [1 / 2, 2 / 3, 0.0])
@@ -100,7 +85,7 @@ def test_semantic_miou_from_confusion():
 
 def _panoptic(id_map, categories, crowd=()):
     segments = [{"id": i, "category_id": c, "iscrowd": i in crowd} for i, c in categories.items()]
-    return PanopticAnnotation(np.asarray(id_map), segments)
+    return metrics.PanopticAnnotation(np.asarray(id_map), segments)
 
 
 def test_panoptic_quality_one_tp_one_fp_one_fn():
@@ -111,7 +96,7 @@ def test_panoptic_quality_one_tp_one_fp_one_fn():
     pred[0:4, 0:3] = 1  # cup, IoU 12/16 -> TP
     pred[0:4, 3:8] = 2  # labelled cup but covers the bowl: FP for cup, bowl is FN
     pred[4:8, :] = 3  # table, IoU 1 -> TP
-    result = panoptic_quality(
+    result = metrics.panoptic_quality(
         [_panoptic(pred, {1: 0, 2: 0, 3: 2})], [_panoptic(gt, {1: 0, 2: 1, 3: 2})], stuff_category_ids={2}
     )
     cup, bowl, table = result.per_class[0], result.per_class[1], result.per_class[2]
@@ -131,7 +116,7 @@ def test_panoptic_quality_void_handling():
     pred = np.zeros((4, 4), dtype=np.int64)
     pred[0:2, 0:4] = 1  # the cup plus 4 void pixels: void is left out of the union -> IoU 1
     pred[3, 0:4] = 2  # entirely on void: neither TP nor FP
-    result = panoptic_quality([_panoptic(pred, {1: 0, 2: 0})], [_panoptic(gt, {1: 0})])
+    result = metrics.panoptic_quality([_panoptic(pred, {1: 0, 2: 0})], [_panoptic(gt, {1: 0})])
     stat = result.per_class[0]
     assert (stat.tp, stat.fp, stat.fn) == (1, 0, 0) and stat.pq == pytest.approx(1.0)
 
@@ -139,7 +124,7 @@ def test_panoptic_quality_void_handling():
 def test_panoptic_quality_rejects_unlisted_segment_ids():
     gt = _panoptic(np.ones((2, 2), dtype=np.int64), {1: 0})
     with pytest.raises(ValueError, match="missing from its segments"):
-        panoptic_quality([_panoptic(np.full((2, 2), 5), {1: 0})], [gt])
+        metrics.panoptic_quality([_panoptic(np.full((2, 2), 5), {1: 0})], [gt])
 
 
 SHAPE = (10, 10)
@@ -149,19 +134,19 @@ ELSEWHERE = box_mask(SHAPE, (0, 3), (6, 9))
 
 
 def test_mask_ap_perfect_predictions():
-    predictions = [[InstancePrediction(GT1, 0, 0.9), InstancePrediction(GT2, 1, 0.8)], [InstancePrediction(GT2, 0, 0.5)]]
-    truths = [[InstanceAnnotation(GT1, 0), InstanceAnnotation(GT2, 1)], [InstanceAnnotation(GT2, 0)]]
-    result = mask_ap(predictions, truths)
+    predictions = [[metrics.InstancePrediction(GT1, 0, 0.9), metrics.InstancePrediction(GT2, 1, 0.8)], [metrics.InstancePrediction(GT2, 0, 0.5)]]
+    truths = [[metrics.InstanceAnnotation(GT1, 0), metrics.InstanceAnnotation(GT2, 1)], [metrics.InstanceAnnotation(GT2, 0)]]
+    result = metrics.mask_ap(predictions, truths)
     assert result.ap == pytest.approx(1.0) and result.ap50 == pytest.approx(1.0) and result.ap75 == pytest.approx(1.0)
     assert result.per_class == {0: pytest.approx(1.0), 1: pytest.approx(1.0)}
 
 
 def test_mask_ap_known_ranking():
     # Scores rank TP, FP, TP: precision 1 up to recall 0.5, then 2/3 up to recall 1.
-    predictions = [[InstancePrediction(GT1, 0, 0.9), InstancePrediction(ELSEWHERE, 0, 0.8), InstancePrediction(GT2, 0, 0.7)]]
-    truths = [[InstanceAnnotation(GT1, 0), InstanceAnnotation(GT2, 0)]]
+    predictions = [[metrics.InstancePrediction(GT1, 0, 0.9), metrics.InstancePrediction(ELSEWHERE, 0, 0.8), metrics.InstancePrediction(GT2, 0, 0.7)]]
+    truths = [[metrics.InstanceAnnotation(GT1, 0), metrics.InstanceAnnotation(GT2, 0)]]
     expected = (51 * 1.0 + 50 * (2 / 3)) / 101  # recall points 0.00..0.50 and 0.51..1.00
-    result = mask_ap(predictions, truths)
+    result = metrics.mask_ap(predictions, truths)
     assert result.ap == pytest.approx(expected) and result.ap50 == pytest.approx(expected)
 
 
@@ -169,15 +154,15 @@ def test_mask_ap_iou_thresholds():
     # IoU 0.6: a match at thresholds 0.50, 0.55, 0.60 only -> AP = 3 / 10.
     gt = box_mask(SHAPE, (0, 10), (0, 5))
     pred = box_mask(SHAPE, (0, 10), (0, 3))
-    result = mask_ap([[InstancePrediction(pred, 0, 1.0)]], [[InstanceAnnotation(gt, 0)]])
+    result = metrics.mask_ap([[metrics.InstancePrediction(pred, 0, 1.0)]], [[metrics.InstanceAnnotation(gt, 0)]])
     assert (result.ap, result.ap50, result.ap75) == (pytest.approx(0.3), pytest.approx(1.0), pytest.approx(0.0))
 
 
 def test_mask_ap_crowd_and_missing_categories():
     crowd = box_mask(SHAPE, (5, 10), (0, 10))
-    predictions = [[InstancePrediction(GT1, 0, 0.9), InstancePrediction(GT2, 0, 0.95), InstancePrediction(GT1, 3, 0.4)]]
-    truths = [[InstanceAnnotation(GT1, 0), InstanceAnnotation(crowd, 0, iscrowd=True)]]
-    result = mask_ap(predictions, truths)
+    predictions = [[metrics.InstancePrediction(GT1, 0, 0.9), metrics.InstancePrediction(GT2, 0, 0.95), metrics.InstancePrediction(GT1, 3, 0.4)]]
+    truths = [[metrics.InstanceAnnotation(GT1, 0), metrics.InstanceAnnotation(crowd, 0, iscrowd=True)]]
+    result = metrics.mask_ap(predictions, truths)
     # The detection inside the crowd region is ignored (not a false positive); category 3 has
     # no ground truth and is left out of the mean.
     assert result.ap == pytest.approx(1.0)
@@ -186,26 +171,26 @@ def test_mask_ap_crowd_and_missing_categories():
 
 
 def test_mask_ap_caps_detections_per_image():
-    predictions = [[InstancePrediction(ELSEWHERE, 0, 0.9), InstancePrediction(GT1, 0, 0.5)]]
-    truths = [[InstanceAnnotation(GT1, 0)]]
-    assert mask_ap(predictions, truths, max_detections=1).ap == pytest.approx(0.0)
-    assert mask_ap(predictions, truths).ap == pytest.approx(0.5)
+    predictions = [[metrics.InstancePrediction(ELSEWHERE, 0, 0.9), metrics.InstancePrediction(GT1, 0, 0.5)]]
+    truths = [[metrics.InstanceAnnotation(GT1, 0)]]
+    assert metrics.mask_ap(predictions, truths, max_detections=1).ap == pytest.approx(0.0)
+    assert metrics.mask_ap(predictions, truths).ap == pytest.approx(0.5)
 
 
 def test_gcg_mask_recall():
-    truths = [[GroundedPhrase("a red cup", GT1), GroundedPhrase("the blue bowl", GT2)], [GroundedPhrase("the table", GT2)]]
+    truths = [[metrics.GroundedPhrase("a red cup", GT1), metrics.GroundedPhrase("the blue bowl", GT2)], [metrics.GroundedPhrase("the table", GT2)]]
     predictions = [
-        [GroundedPhrase("The red cup.", GT1), GroundedPhrase("a blue bowl", ELSEWHERE)],  # 1 of 2: wrong mask
-        [GroundedPhrase("a green table", GT2)],  # right mask, other phrase
+        [metrics.GroundedPhrase("The red cup.", GT1), metrics.GroundedPhrase("a blue bowl", ELSEWHERE)],  # 1 of 2: wrong mask
+        [metrics.GroundedPhrase("a green table", GT2)],  # right mask, other phrase
     ]
-    result = gcg_mask_recall(predictions, truths)
+    result = metrics.gcg_mask_recall(predictions, truths)
     assert (result.matched, result.total) == (1, 3)
     assert result.recall == pytest.approx(1 / 3)
     assert result.mean_matched_iou == pytest.approx(1.0)
-    assert normalise_phrase("An Orange ball!") == "orange ball"
+    assert metrics.normalise_phrase("An Orange ball!") == "orange ball"
 
 
 def test_gcg_matching_is_one_to_one():
-    truths = [[GroundedPhrase("cup", GT1), GroundedPhrase("cup", GT1)]]
-    predictions = [[GroundedPhrase("cup", GT1)]]
-    assert gcg_mask_recall(predictions, truths).matched == 1
+    truths = [[metrics.GroundedPhrase("cup", GT1), metrics.GroundedPhrase("cup", GT1)]]
+    predictions = [[metrics.GroundedPhrase("cup", GT1)]]
+    assert metrics.gcg_mask_recall(predictions, truths).matched == 1

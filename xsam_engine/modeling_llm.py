@@ -79,14 +79,6 @@ class XSamLanguageModel(nn.Module):
         """(L, H) input embeddings -> (L, H) final-layer states after the final RMSNorm (no logits)."""
         return self.llm.model(inputs_embeds=embeds[None], use_cache=False).last_hidden_state[0]
 
-    def pool_conditions(
-        self, states: torch.Tensor, spans: list[tuple[int, int]]
-    ) -> torch.Tensor:
-        """Project every state of each span, then average (project before pooling: pitfall 7) -> (C, D)."""
-        if not spans:
-            return states.new_zeros((0, self.config.condition_dim))
-        return torch.stack([self.condition_projector(states[start : end + 1]).mean(dim=0) for start, end in spans])
-
     def generate(
         self,
         sequence: SplicedSequence,

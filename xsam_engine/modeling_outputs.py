@@ -47,24 +47,3 @@ class SegDecoderOutput:
     class_logits: torch.Tensor
     mask_logits: torch.Tensor
     auxiliary: tuple[tuple[torch.Tensor, torch.Tensor], ...] = ()
-
-
-@dataclass(eq=False)
-class LanguageModelOutput:
-    """What one LLM pass yields for the decoder.
-
-    Attributes:
-        condition_embeds: (C, D) mean-pooled projected states of the <p>...</p> spans.
-        seg_embeds: (S, D) projected states of the <SEG> tokens.
-        output_ids: generated token ids (empty for the forced-template path).
-        text: decoded generated text (empty for the forced-template path).
-        num_decode_steps: tokens fed back during generation (0 for the forced path).
-        phrases: for GCG, the phrases between <p> and </p> in the generated text.
-    """
-
-    condition_embeds: torch.Tensor
-    seg_embeds: torch.Tensor
-    output_ids: list[int]
-    text: str
-    num_decode_steps: int
-    phrases: tuple[str, ...] = ()

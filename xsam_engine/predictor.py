@@ -12,8 +12,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from . import postprocessing
-from .modeling_llm import phrase_spans
-from .modeling_outputs import LanguageModelOutput, MaskEncoderOutput, PixelDecoderOutput, SegDecoderOutput
+from .modeling_outputs import MaskEncoderOutput, PixelDecoderOutput, SegDecoderOutput
 from .modeling_xsam import XSamModel
 from .processing import SamInputs, XSamImageProcessor, prompt_mask_to_original, validate_rgb_image
 from .prompts import chat_prompt, has_template_answer, question_for, template_answer
@@ -37,6 +36,12 @@ class ImageStages(Protocol):
 
     def sam_tokens(self, mask_output: MaskEncoderOutput) -> torch.Tensor: ...
 
+    def llm_image_tokens(self, siglip_pixel_values: torch.Tensor, mask_output: MaskEncoderOutput) -> torch.Tensor: ...
+
+    def encode_regions(
+        self, sam_tokens: torch.Tensor, prompt_masks: list[torch.Tensor], generator: torch.Generator | None = None
+    ) -> torch.Tensor: ...
+
     def decode(
         self, pixel_features: PixelDecoderOutput, condition_embeds: torch.Tensor, seg_embeds: torch.Tensor
     ) -> SegDecoderOutput: ...
@@ -58,9 +63,10 @@ class XSamPredictor:
             model: a built model (the language model and region encoder always run from it).
             tokenizer: the model's tokenizer; X-SAM's tokens are added if missing.
             seed: seed of the region sampler's point draw (deterministic results per request).
-            stages: optional accelerated implementation of the image stages (`encode_mask_image`,
-                `encode_pixels`, `encode_vision`, `sam_tokens`, `decode`), e.g. ONNX Runtime or
-                TensorRT engines; defaults to the PyTorch model itself.
+            stages: optional accelerated implementation of the image stages (`ImageStages`: SAM
+                encoder, pixel decoder, SigLIP + seg projector tokens, region sampler, mask
+                decoder), e.g. ONNX Runtime or TensorRT engines; defaults to the PyTorch model.
+                The language model always runs from `model`.
         """
         self.model = model.eval()
         self.stages: ImageStages = stages if stages is not None else model
@@ -78,13 +84,14 @@ class XSamPredictor:
 
     @classmethod
     def from_pretrained(
-        cls, path: str | Path | None = None, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
+        cls, path: str | Path | None = None, device: str = "auto", dtype: torch.dtype | None = None, seed: int = 0
     ) -> XSamPredictor:
-        """Load a model saved by `save_pretrained`; `None` loads the shipped tabletop demo model."""
-        from .checkpoint import load_pretrained
+        """Load a model saved by `save_pretrained` (`None` = the shipped tabletop demo model) with
+        PyTorch image stages: `create_predictor(path, backend="torch", ...)`, whose defaults these are
+        (device "auto" = CUDA when available, dtype = bf16/fp16 on CUDA, fp32 on the CPU)."""
+        from .backends import create_predictor
 
-        model, tokenizer = load_pretrained(path, device=device, dtype=dtype)
-        return cls(model, tokenizer)
+        return create_predictor(path, backend="torch", device=device, dtype=dtype, seed=seed, log=False).predictor
 
     @property
     def device(self) -> torch.device:
@@ -133,13 +140,11 @@ class XSamPredictor:
             raise RuntimeError("An image must be set with .set_image(...) before segmenting.")
 
     def _image_tokens(self, timer: StageTimer) -> torch.Tensor:
-        """(N_siglip + N_sam, H) LLM image tokens, computed on first use per image."""
+        """(N_siglip + N_sam, H) LLM image tokens of the current image, computed on first use."""
         if self._llm_image_tokens is None:
             with timer.stage("vision_encoder"):
                 siglip_pixels = self.processor.siglip_inputs(self._image).to(self.device)
-                siglip_tokens = self.stages.encode_vision(siglip_pixels)[0]
-                sam_tokens = self.stages.sam_tokens(self._mask_output)[0]
-                self._llm_image_tokens = torch.cat([siglip_tokens, sam_tokens])
+                self._llm_image_tokens = self.stages.llm_image_tokens(siglip_pixels, self._mask_output)[0]
         return self._llm_image_tokens
 
     @torch.inference_mode()
@@ -213,81 +218,48 @@ class XSamPredictor:
         with timer.stage("prompt"):
             if request.task.uses_regions:
                 padded, prompt_masks = self._rasterise_regions(request)
-                sam_tokens = image_tokens[self.model.config.vision.num_tokens :]
                 generator = torch.Generator().manual_seed(self.seed)
-                region_tokens = self.model.encode_regions(sam_tokens, [mask.to(self.device) for mask in padded], generator)
+                region_tokens = self.stages.encode_regions(
+                    self.model.sam_part(image_tokens), [mask.to(self.device) for mask in padded], generator)
             prompt_ids = self.prompt_ids(request)
         with timer.stage("llm"):
-            output = self._run_language_model(request, prompt_ids, image_tokens, region_tokens)
-        labels = output.phrases if request.task is Task.GCG else request.labels
+            if request.generate or not has_template_answer(request.task):
+                output = self.model.generate_conditions(
+                    prompt_ids, image_tokens, self.special, region_tokens, request.max_new_tokens,
+                    single_seg=not request.task.uses_text)  # X-SAM: one <SEG> per answer but referring
+            else:
+                # X-SAM's evaluation form: zero decode steps. The answer template is placed after
+                # the prompt (teacher forcing) and one forward pass yields the <SEG> state; tokens
+                # after <SEG> cannot change it (causal), so the template stops there.
+                answer_ids = self.tokenizer.encode(
+                    template_answer(request.task, self.model.config.language.template_index), add_special_tokens=False)
+                answer_ids = answer_ids[: answer_ids.index(self.special.seg) + 1]
+                output = self.model.get_conditions([prompt_ids + answer_ids], [image_tokens], self.special,
+                                                   None if region_tokens is None else [region_tokens])
+        text, labels = self._answer_text(request, output)
         return Condition(
             request=request,
-            condition_embeds=output.condition_embeds,
-            seg_embeds=output.seg_embeds,
+            condition_embeds=output.condition_embeds[0][output.condition_mask[0]],
+            seg_embeds=output.seg_embeds[:1] if bool(output.seg_found[0]) else output.seg_embeds[:0],
             labels=labels,
-            text=output.text,
+            text=text,
             prompt_masks=tuple(prompt_masks),
         )
 
-    def _run_language_model(
-        self,
-        request: SegmentationRequest,
-        prompt_ids: list[int],
-        image_tokens: torch.Tensor,
-        region_tokens: torch.Tensor | None,
-    ) -> LanguageModelOutput:
-        language_model = self.model.language_model
-        generate = request.generate or not has_template_answer(request.task)
-        if not generate:
-            # X-SAM's evaluation form: zero decode steps. The answer template is placed after the
-            # prompt (teacher forcing) and one forward pass yields the <SEG> state; tokens after
-            # <SEG> cannot change it (causal), so stop there. Every task but GCG by default.
-            answer = template_answer(request.task, self.model.config.language.template_index)
-            answer_ids = self.tokenizer.encode(answer, add_special_tokens=False)
-            answer_ids = answer_ids[: answer_ids.index(self.special.seg) + 1]
-            sequence = language_model.splice(prompt_ids + answer_ids, image_tokens, region_tokens)
-            states = language_model.hidden_states(sequence.embeds)
-            spans = phrase_spans(sequence.token_ids, self.special)
-            seg_positions = (sequence.token_ids == self.special.seg).nonzero().flatten()
-            return LanguageModelOutput(
-                condition_embeds=language_model.pool_conditions(states, spans),
-                seg_embeds=language_model.condition_projector(states[seg_positions[:1]]),
-                output_ids=[],
-                text="",
-                num_decode_steps=0,
-            )
-        sequence = language_model.splice(prompt_ids, image_tokens, region_tokens)
-        states, output_ids = language_model.generate(sequence, self.special, request.max_new_tokens)
-        prompt_length = sequence.token_ids.shape[0]
-        generated = torch.tensor(output_ids, dtype=torch.long)
+    def _answer_text(self, request: SegmentationRequest, output) -> tuple[str, tuple[str, ...]]:
+        """(text, condition labels): the demo's cleaned answer text (GCG: the caption) and, for GCG,
+        the phrases between the answer's `<p>` and `</p>` (official `get_gcg_phrases`)."""
+        if not output.output_ids:
+            return "", request.labels
+        output_ids, prompt_length = output.output_ids[0], output.prompt_lengths[0]
         raw_text = self.tokenizer.decode(output_ids, skip_special_tokens=False)
-        seg_positions = (generated == self.special.seg).nonzero().flatten() + prompt_length
-        seg_positions = seg_positions[seg_positions < states.shape[0]]
-        phrases: tuple[str, ...] = ()
-        if self.special.phrase_start in output_ids:
-            # GCG: conditions come from the <p>...</p> spans of the answer.
-            spans = [(prompt_length + s, prompt_length + e) for s, e in phrase_spans(generated, self.special)]
-            spans = [(s, e) for s, e in spans if e < states.shape[0]]
-            phrases = tuple(
-                self.tokenizer.decode(output_ids[s - prompt_length + 1 : e - prompt_length]).strip() for s, e in spans
-            )
-        else:
-            spans = phrase_spans(sequence.token_ids, self.special)
-        if request.task is Task.GCG:
-            text = gcg_caption(clean_generated_text(raw_text, keep_phrase_tags=True))
-        else:
-            text = clean_generated_text(raw_text, keep_phrase_tags=False)
-        single_seg_required = request.task not in (Task.REFERRING, Task.REASONING)
-        if single_seg_required and seg_positions.numel() != 1:
-            seg_positions = seg_positions[:0]  # X-SAM: none or several <SEG> => no masks
-        return LanguageModelOutput(
-            condition_embeds=language_model.pool_conditions(states, spans),
-            seg_embeds=language_model.condition_projector(states[seg_positions[:1]]),
-            output_ids=output_ids,
-            text=text,
-            num_decode_steps=len(output_ids),
-            phrases=phrases,
+        if request.task is not Task.GCG:
+            return clean_generated_text(raw_text, keep_phrase_tags=False), request.labels
+        phrases = tuple(
+            self.tokenizer.decode(output_ids[start - prompt_length + 1 : end - prompt_length]).strip()
+            for start, end in output.spans[0] if start >= prompt_length
         )
+        return gcg_caption(clean_generated_text(raw_text, keep_phrase_tags=True)), phrases
 
     # -- condition -> result -------------------------------------------------------------------
 

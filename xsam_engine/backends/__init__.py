@@ -1,8 +1,9 @@
 """Backend selection: run X-SAM's image stages on TensorRT, ONNX Runtime or PyTorch.
 
     from xsam_engine.backends import create_predictor
-    predictor, info = create_predictor(backend="auto", device="auto")
-    print(info.summary())          # e.g. "tensorrt on cuda (fp16 engines), LLM torch bfloat16"
+    created = create_predictor(backend="auto", device="auto")   # CreatedPredictor(predictor, info)
+    print(created.info.summary())  # e.g. "tensorrt on cuda (fp16 engines), LLM torch bfloat16"
+    predictor = created.predictor
 
 `backend` is auto | tensorrt | onnxruntime | torch and `device` auto | cuda | cpu.
 auto resolves to TensorRT when `tensorrt` imports and CUDA is present, else ONNX Runtime with
@@ -27,16 +28,23 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
 from ..export.graphs import GRAPH_NAMES
 from .onnxruntime_stages import CUDA_PROVIDER, OnnxRuntimeStages, available_providers
 
+if TYPE_CHECKING:
+    from ..predictor import XSamPredictor
+
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
 DEVICES = ("auto", "cuda", "cpu")
+# The defaults of `create_predictor` and `XSamPredictor.from_pretrained` (one set for both).
+DEFAULT_DEVICE = "auto"
+DEFAULT_SEED = 0
 IMAGE_STAGE_MODULES = ("mask_encoder", "vision_encoder", "seg_decoder")
 
 
@@ -157,6 +165,13 @@ class BackendInfo:
         return f"image stages: {stages}; LLM: torch {self.dtype} on {self.device}"
 
 
+class CreatedPredictor(NamedTuple):
+    """What `create_predictor` returns: the predictor and how its stages run (unpacks as a pair)."""
+
+    predictor: XSamPredictor
+    info: BackendInfo
+
+
 def default_dtype(device: str) -> torch.dtype:
     """bf16 on GPUs that support it (Ampere+, incl. Orin), fp16 on older ones, fp32 on the CPU."""
     if device == "cuda":
@@ -204,7 +219,7 @@ def _release_image_stage_weights(model) -> None:
 def create_predictor(
     model_path: str | Path | None = None,
     backend: str = "auto",
-    device: str = "auto",
+    device: str = DEFAULT_DEVICE,
     dtype: torch.dtype | None = None,
     engine_cache_dir: str | Path | None = None,
     force_engine_update: bool = False,
@@ -214,10 +229,10 @@ def create_predictor(
     engine_file_path: str | Path | None = None,
     model=None,
     tokenizer=None,
-    seed: int = 0,
+    seed: int = DEFAULT_SEED,
     environment: Environment | None = None,
     log: bool = True,
-):
+) -> CreatedPredictor:
     """Build an `XSamPredictor` whose image stages run on the chosen backend.
 
     Args:
@@ -236,7 +251,7 @@ def create_predictor(
             once). Tracebacks of backends that raised while starting are logged in either case.
 
     Returns:
-        (predictor, BackendInfo)
+        CreatedPredictor(predictor, info): `info` says which backend, device and precision run.
     """
     from ..predictor import XSamPredictor
     from ..tensorrt.cache import default_cache_dir
@@ -315,7 +330,7 @@ def create_predictor(
     )
     if log:
         logger.log(logging.WARNING if info.fallback else logging.INFO, message)
-    return predictor, info
+    return CreatedPredictor(predictor, info)
 
 
 def _calibration_id() -> str:

@@ -10,6 +10,7 @@ import torch
 from ..export.graphs import GraphSpec
 from ..modeling_outputs import MaskEncoderOutput, PixelDecoderOutput, SegDecoderOutput
 from ..modeling_region_encoder import sample_region_points
+from ..modeling_xsam import join_image_tokens
 
 if TYPE_CHECKING:
     from ..configuration_xsam import XSamConfig
@@ -62,6 +63,10 @@ class ExportedGraphStages:
         if tokens is None:
             raise ValueError("This mask-encoder output has no SAM tokens; it was not produced by an exported encoder.")
         return tokens
+
+    def llm_image_tokens(self, siglip_pixel_values: torch.Tensor, mask_output: MaskEncoderOutput) -> torch.Tensor:
+        """(1, N_siglip + N_sam, H_llm): the SigLIP graph's tokens, then the mask encoder's SAM tokens."""
+        return join_image_tokens(self.encode_vision(siglip_pixel_values), self.sam_tokens(mask_output))
 
     def decode(
         self, pixel_features: PixelDecoderOutput, condition_embeds: torch.Tensor, seg_embeds: torch.Tensor

@@ -22,12 +22,7 @@ from .rendering import CompositeLayers, composite, finish_image
 
 DEFAULT_NUM_OBJECTS = (2, 6)  # inclusive range of objects per generated scene
 
-__all__ = [
-    "ALL_CLASSES",
-    "CLASSES",
-    "COLOURS",
-    "STUFF_CLASSES",
-    "TABLE_CLASS_ID",
+__all__ = [  # the catalog's names are xsam_engine.tabletop.catalog's (and the package's) to export
     "CameraIntrinsics",
     "Scene",
     "SceneObject",
@@ -35,6 +30,7 @@ __all__ = [
     "TablePlane",
     "generate_scene",
     "render_layout",
+    "seeds_with_one",
 ]
 
 
