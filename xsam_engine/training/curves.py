@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from ..evaluation.evaluate import HELD_OUT_FIRST_SEED, evaluate_model
-from ..evaluation.presence import collect_answers, presence_report
+from ..evaluation.presence import collect_answers, lowest_threshold_within, presence_report
 from ..predictor import XSamPredictor
 from ..requests import Task
 
@@ -37,13 +37,6 @@ HEADLINE: dict[str, tuple[str, str]] = {
     "vgd_AP50": ("vgd", "AP50"),
     "gcg_mask_recall": ("gcg", "mask_recall"),
 }
-
-
-def lowest_threshold_within(report: dict, max_absent_rate: float = MAX_ABSENT_RATE) -> dict | None:
-    """The `presence_report` row of the lowest threshold whose absent-object rate <= the limit."""
-    rows = [row for row in report["by_threshold"] if row["absent_returned"] is not None]
-    within = [row for row in rows if row["absent_returned"] <= max_absent_rate]
-    return min(within, key=lambda row: row["threshold"]) if within else None
 
 
 def evaluate_point(predictor: XSamPredictor, num_scenes: int, first_seed: int = HELD_OUT_FIRST_SEED) -> dict:
@@ -71,7 +64,7 @@ def evaluate_point(predictor: XSamPredictor, num_scenes: int, first_seed: int = 
         "present_recall_iou50_at_0.5": rows[0.5]["present_recall_iou50"],
         "score_quantiles": presence["score_quantiles"],
     }
-    within = lowest_threshold_within(presence)
+    within = lowest_threshold_within(presence, MAX_ABSENT_RATE)
     point["referring_absent"]["lowest_threshold_within_5pct"] = None if within is None else {
         "threshold": within["threshold"], "absent_returned": within["absent_returned"],
         "present_recall_iou50": within["present_recall_iou50"],
