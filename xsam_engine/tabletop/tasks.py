@@ -135,19 +135,24 @@ def _referring(ctx: _Context) -> TaskSample | None:
         expression = sample_referring_expression(ctx.scene, instance_id, ctx.rng)
         if expression is None:
             continue
-        question_index, _ = ctx.pick(REFERRING_QUESTIONS)
-        _, answer = ctx.pick(SEG_ANSWERS)
-        return TaskSample(
-            task=Task.REFERRING,
-            request=SegmentationRequest(Task.REFERRING, text=expression),
-            question=question_for(Task.REFERRING, text=expression, template_index=question_index),
-            answer=answer,
-            target_masks=[ctx.scene.mask(instance_id)],
-            target_labels=[0],
-            labels=(expression,),
-            instance_ids=[instance_id],
-        )
+        return _referring_sample(ctx, expression, [instance_id])
     return None
+
+
+def _referring_sample(ctx: _Context, expression: str, instance_ids: list[int]) -> TaskSample:
+    """A referring sample for `expression` whose targets are `instance_ids` (none: absent object)."""
+    question_index, _ = ctx.pick(REFERRING_QUESTIONS)
+    _, answer = ctx.pick(SEG_ANSWERS)
+    return TaskSample(
+        task=Task.REFERRING,
+        request=SegmentationRequest(Task.REFERRING, text=expression),
+        question=question_for(Task.REFERRING, text=expression, template_index=question_index),
+        answer=answer,
+        target_masks=[ctx.scene.mask(i) for i in instance_ids],
+        target_labels=[0] * len(instance_ids),
+        labels=(expression,),
+        instance_ids=list(instance_ids),
+    )
 
 
 def absent_referring_sample(
@@ -167,19 +172,7 @@ def absent_referring_sample(
         return None
     kinds = sorted(options)
     expression = options[kinds[int(rng.integers(len(kinds)))]]
-    ctx = _Context(scene, rng, template_index, None)
-    question_index, _ = ctx.pick(REFERRING_QUESTIONS)
-    _, answer = ctx.pick(SEG_ANSWERS)
-    return TaskSample(
-        task=Task.REFERRING,
-        request=SegmentationRequest(Task.REFERRING, text=expression),
-        question=question_for(Task.REFERRING, text=expression, template_index=question_index),
-        answer=answer,
-        target_masks=[],
-        target_labels=[],
-        labels=(expression,),
-        instance_ids=[],
-    )
+    return _referring_sample(_Context(scene, rng, template_index, None), expression, [])
 
 
 def _reasoning(ctx: _Context) -> TaskSample | None:
