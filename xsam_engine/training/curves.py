@@ -90,26 +90,28 @@ def append_point(path: Path, training: dict, point: dict) -> None:
 
 
 def plot_curves(curves: dict[str, dict], out_png: str | Path) -> None:
-    """One panel per headline metric (+ the absent-object rate), one line per run; x = step."""
+    """One panel per headline metric (+ the absent-object rate at threshold 0.5, comparable across
+    models whose default thresholds differ), one line per run; x = step."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = [*HEADLINE, "absent_returned_at_default"]
+    keys = [*HEADLINE, "absent_returned_at_0.5"]
     columns = 4
     rows = (len(keys) + columns - 1) // columns
     figure, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3 * rows), squeeze=False)
     for axis, key in zip(axes.flat, keys):
         for name, curve in curves.items():
             points = curve["points"]
-            if key == "absent_returned_at_default":
-                values = [p["referring_absent"]["absent_returned_at_default"] for p in points]
+            if key == "absent_returned_at_0.5":
+                values = [p["referring_absent"]["absent_returned_at_0.5"] for p in points]
             else:
                 values = [p[key] for p in points]
             steps = [p["step"] for p in points]
             axis.plot(steps, [float("nan") if v is None else v for v in values], marker="o", label=name)
-        axis.set_title(key.replace("_", " "), fontsize=9)
+        axis.set_title("referring: absent-object commands returned at 0.5" if key.startswith("absent")
+                       else key.replace("_", " "), fontsize=9)
         axis.set_xlabel("step", fontsize=8)
         axis.set_ylim(0, 1)
         axis.grid(alpha=0.3)
