@@ -1,6 +1,13 @@
 """Absent-object commands vs present-object recall for referring, per score threshold (issue 12).
 
     python bench/referring_presence.py [--model DIR] [--scenes 200]
+    python bench/referring_presence.py --model DIR --first-seed 920000000 --scenes 100 \
+        --set-default 0.04 --out bench/results/referring_threshold_validation.json
+
+The second form chooses a model's default referring / reasoning threshold on a validation range
+(disjoint from the evaluation's seeds): the lowest threshold at which at most the given share of
+absent-object commands returns an instance; it writes the threshold and the rule into the model's
+config.json (`postprocess.task_score_thresholds`, `metadata.thresholds`).
 
 Writes bench/results/referring_presence.json and .png: for each threshold the rate of absent-object
 commands ("green bottle" on a table without one) that still return an instance and the recall of
@@ -55,12 +62,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="model directory (default: the shipped tabletop model)")
     parser.add_argument("--scenes", type=int, default=200)
+    parser.add_argument("--first-seed", type=int, default=None, help="first scene seed (default: the held-out 9e8)")
+    parser.add_argument("--set-default", type=float, default=None, metavar="MAX_ABSENT_RATE",
+                        help="choose and write the model's default referring/reasoning threshold (see above)")
     parser.add_argument("--out", default=str(RESULTS / "referring_presence.json"))
     args = parser.parse_args(argv)
 
     import torch
 
-    from xsam_engine.evaluation.presence import collect_answers, presence_report
+    from xsam_engine.evaluation.evaluate import HELD_OUT_FIRST_SEED
+    from xsam_engine.evaluation.presence import collect_answers, presence_report, write_default_threshold
     from xsam_engine.predictor import XSamPredictor
     from xsam_engine.requests import Task
 
@@ -68,9 +79,15 @@ def main(argv: list[str] | None = None) -> int:
     predictor = XSamPredictor.from_pretrained(args.model)
     default = predictor.model.config.postprocess.thresholds_for(Task.REFERRING).score
     started = time.perf_counter()
-    answers = collect_answers(predictor, num_scenes=args.scenes, progress=True)
+    first_seed = HELD_OUT_FIRST_SEED if args.first_seed is None else args.first_seed
+    answers = collect_answers(predictor, num_scenes=args.scenes, first_seed=first_seed, progress=True)
+    if args.set_default is not None:
+        if args.model is None:
+            raise SystemExit("--set-default writes into a model directory: pass --model DIR.")
+        default = write_default_threshold(args.model, presence_report(answers), args.set_default,
+                                          f"seeds {first_seed}..{first_seed + args.scenes - 1}")
     report = presence_report(answers, default=default)
-    report.update(model=args.model or "shipped tabletop default model", scenes=args.scenes,
+    report.update(model=args.model or "shipped tabletop default model", scenes=args.scenes, first_seed=first_seed,
                   seconds=round(time.perf_counter() - started, 1), machine=machine_info())
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

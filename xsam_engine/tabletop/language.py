@@ -331,3 +331,24 @@ LEXICON: tuple[str, ...] = (
     *CLASSES,
 )
 """Every word the referring grammar can emit (for building the tokenizer)."""
+
+
+def absent_expressions(scene: Scene, rng: np.random.Generator) -> dict[str, str]:
+    """Referring expressions of objects that are not in `scene`, one per kind (either may be missing).
+
+    {"absent_class": "green bottle" (a class not in the scene), "absent_colour": "blue cup" (a class
+    in the scene, in a colour no object of it has: the harder case)}. Used by the absent-object
+    measurement (`evaluation/presence.py`) and as referring negatives in training.
+    """
+    present = {(obj.category, obj.colour) for obj in scene.objects}
+    categories = sorted({category for category, _ in present})
+    colours = list(COLOURS)
+    expressions = {}
+    missing_classes = [name for name in CLASSES if name not in categories]
+    if missing_classes:
+        expressions["absent_class"] = f"{colours[rng.integers(len(colours))]} {missing_classes[rng.integers(len(missing_classes))]}"
+    swaps = [(colour, category) for category in categories for colour in colours if (category, colour) not in present]
+    if swaps:
+        colour, category = swaps[rng.integers(len(swaps))]
+        expressions["absent_colour"] = f"{colour} {category}"
+    return expressions

@@ -20,6 +20,8 @@ from .catalog import ALL_CLASSES, CLASSES, COLOURS, STUFF_CLASSES, TABLE_CLASS_I
 from .layout import SceneLayout, SceneOptions, check_scene_size, sample_layout
 from .rendering import CompositeLayers, composite, finish_image
 
+DEFAULT_NUM_OBJECTS = (2, 6)  # inclusive range of objects per generated scene
+
 __all__ = [  # the catalog's names are xsam_engine.tabletop.catalog's (and the package's) to export
     "CameraIntrinsics",
     "Scene",
@@ -28,6 +30,7 @@ __all__ = [  # the catalog's names are xsam_engine.tabletop.catalog's (and the p
     "TablePlane",
     "generate_scene",
     "render_layout",
+    "seeds_with_one",
 ]
 
 
@@ -128,7 +131,7 @@ class Scene:
 
 
 def generate_scene(
-    seed: int, width: int = 256, height: int = 256, num_objects: tuple[int, int] = (2, 6), **options
+    seed: int, width: int = 256, height: int = 256, num_objects: tuple[int, int] = DEFAULT_NUM_OBJECTS, **options
 ) -> Scene:
     """Generate a tabletop scene, deterministically from ``seed``.
 
@@ -197,3 +200,29 @@ def _describe_objects(layout: SceneLayout, layers: CompositeLayers) -> list[Scen
             )
         )
     return objects
+
+
+def seeds_with_one(
+    category: str, colour: str, count: int, first_seed: int, width: int = 640, height: int = 480,
+    max_tries: int = 100_000,
+) -> list[int]:
+    """The first `count` seeds from `first_seed` on whose default scene (`generate_scene(seed, width,
+    height)`, nothing forced) holds exactly one `colour` `category` object, in seed order.
+
+    A fixed rule for picking demo and test scenes that is not chosen for any model: it reads only
+    the layouts (no rendering), so scanning a few hundred seeds takes seconds.
+
+    Raises:
+        ValueError: unknown category / colour, or fewer than `count` seeds within `max_tries`.
+    """
+    if category not in CLASSES or colour not in COLOURS:
+        raise ValueError(f"Unknown object {colour!r} {category!r}; categories {list(CLASSES)}, colours {list(COLOURS)}.")
+    check_scene_size(width, height, DEFAULT_NUM_OBJECTS)
+    found: list[int] = []
+    for seed in range(first_seed, first_seed + max_tries):
+        layout = sample_layout(np.random.default_rng(seed), width, height, DEFAULT_NUM_OBJECTS, SceneOptions())
+        if sum(g.category == category and g.colour == colour for g in layout.geometries) == 1:
+            found.append(seed)
+            if len(found) == count:
+                return found
+    raise ValueError(f"Only {len(found)} of {count} seeds with one {colour} {category} in {max_tries} tries.")

@@ -31,7 +31,7 @@ from ..requests import PromptKind, SegmentationRequest, Task, VisualPrompt
 from ..visual_prompts import rasterise_prompt
 from .captions import sample_caption
 from .catalog import ALL_CLASSES, CLASSES, STUFF_CLASSES
-from .language import sample_referring_expression
+from .language import absent_expressions, sample_referring_expression
 from .reasoning import sample_reasoning
 from .regions import sample_visual_prompt
 from .scenes import Scene
@@ -135,19 +135,44 @@ def _referring(ctx: _Context) -> TaskSample | None:
         expression = sample_referring_expression(ctx.scene, instance_id, ctx.rng)
         if expression is None:
             continue
-        question_index, _ = ctx.pick(REFERRING_QUESTIONS)
-        _, answer = ctx.pick(SEG_ANSWERS)
-        return TaskSample(
-            task=Task.REFERRING,
-            request=SegmentationRequest(Task.REFERRING, text=expression),
-            question=question_for(Task.REFERRING, text=expression, template_index=question_index),
-            answer=answer,
-            target_masks=[ctx.scene.mask(instance_id)],
-            target_labels=[0],
-            labels=(expression,),
-            instance_ids=[instance_id],
-        )
+        return _referring_sample(ctx, expression, [instance_id])
     return None
+
+
+def _referring_sample(ctx: _Context, expression: str, instance_ids: list[int]) -> TaskSample:
+    """A referring sample for `expression` whose targets are `instance_ids` (none: absent object)."""
+    question_index, _ = ctx.pick(REFERRING_QUESTIONS)
+    _, answer = ctx.pick(SEG_ANSWERS)
+    return TaskSample(
+        task=Task.REFERRING,
+        request=SegmentationRequest(Task.REFERRING, text=expression),
+        question=question_for(Task.REFERRING, text=expression, template_index=question_index),
+        answer=answer,
+        target_masks=[ctx.scene.mask(i) for i in instance_ids],
+        target_labels=[0] * len(instance_ids),
+        labels=(expression,),
+        instance_ids=list(instance_ids),
+    )
+
+
+def absent_referring_sample(
+    scene: Scene, rng: np.random.Generator, template_index: int | None = None
+) -> TaskSample | None:
+    """A referring command for an object that is not in the scene, with no target.
+
+    The expression is "<colour> <class>" of a class not in the scene, or of a class in the scene
+    in a colour none of its objects has (`absent_expressions`, the two kinds the absent-object
+    measurement asks; drawn with equal odds). With no target, the set criterion makes every query
+    "no object", which teaches the phrase probability to say "absent" (X-SAM's answer template
+    stays "<SEG>."; the threshold on that probability gives "not found"). None when the scene
+    leaves no absent expression.
+    """
+    options = absent_expressions(scene, rng)
+    if not options:
+        return None
+    kinds = sorted(options)
+    expression = options[kinds[int(rng.integers(len(kinds)))]]
+    return _referring_sample(_Context(scene, rng, template_index, None), expression, [])
 
 
 def _reasoning(ctx: _Context) -> TaskSample | None:
@@ -303,9 +328,18 @@ def _interactive(ctx: _Context) -> TaskSample:
 
 
 def _vgd(ctx: _Context) -> TaskSample:
-    objects = ctx.shuffled_objects()
-    count = int(ctx.rng.integers(1, min(MAX_VGD_REGIONS, len(objects)) + 1))
-    return _region_sample(ctx, Task.VGD, objects[:count])
+    """Regions index categories, as in the official VGD data (``vgdseg_dataset.py``: one region per
+    sampled category, its prompt drawn from one instance of that category; every instance of the
+    category is a target of that region). So no two regions share a category and every object is
+    a target of at most one region."""
+    prompted, categories = [], set()
+    for instance_id in ctx.shuffled_objects():  # the first object drawn of each category
+        category = ctx.scene.object(instance_id).category
+        if category not in categories:
+            categories.add(category)
+            prompted.append(instance_id)
+    count = int(ctx.rng.integers(1, min(MAX_VGD_REGIONS, len(prompted)) + 1))
+    return _region_sample(ctx, Task.VGD, prompted[:count])
 
 
 def _gcg(ctx: _Context) -> TaskSample | None:

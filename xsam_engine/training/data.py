@@ -7,13 +7,14 @@ the data an uninterrupted run would have seen.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch.nn import functional as F
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 from transformers import PreTrainedTokenizerBase
 
 from ..processing import XSamImageProcessor
@@ -21,7 +22,7 @@ from ..prompts import ANSWER_SUFFIX, chat_prompt
 from ..requests import Task
 from ..tabletop.catalog import CLASSES, COLOURS
 from ..tabletop.scenes import generate_scene
-from ..tabletop.tasks import TaskSample, sample_task
+from ..tabletop.tasks import TaskSample, absent_referring_sample, sample_task
 from ..tokenization import encode_with_placeholders
 from ..visual_prompts import rasterise_prompt
 
@@ -37,6 +38,26 @@ DEFAULT_TASK_WEIGHTS: dict[Task, float] = {
     Task.VGD: 0.08,
     Task.GCG: 0.07,
 }
+
+
+def parse_task_weights(text: str) -> dict[Task, float] | None:
+    """"panoptic=0.2,instance=0.15" -> DEFAULT_TASK_WEIGHTS with those tasks' weights replaced;
+    "" -> None (the defaults). Weights are relative (normalised when drawing)."""
+    if not text.strip():
+        return None
+    weights = dict(DEFAULT_TASK_WEIGHTS)
+    for item in text.split(","):
+        name, _, value = item.partition("=")
+        try:
+            task, weight = Task(name.strip()), float(value)
+        except ValueError:
+            raise ValueError(f"task_weights item {item!r}: use TASK=WEIGHT with a task of {[t.value for t in Task]}.")
+        if weight < 0:
+            raise ValueError(f"task_weights item {item!r}: the weight must be >= 0.")
+        weights[task] = weight
+    if sum(weights.values()) <= 0:
+        raise ValueError(f"task_weights {text!r}: at least one weight must be positive.")
+    return weights
 
 
 @dataclass(eq=False)
@@ -153,6 +174,7 @@ class TabletopTaskDataset(Dataset):
         add_bos: bool = True,
         tasks_per_scene: int = 1,
         confusable_fraction: float = 0.0,
+        absent_fraction: float = 0.0,
     ) -> None:
         self.processor = processor
         self.tokenizer = tokenizer
@@ -167,6 +189,7 @@ class TabletopTaskDataset(Dataset):
         self.add_bos = add_bos
         self.tasks_per_scene = tasks_per_scene
         self.confusable_fraction = confusable_fraction
+        self.absent_fraction = absent_fraction
 
     def __len__(self) -> int:
         return self.length
@@ -178,7 +201,13 @@ class TabletopTaskDataset(Dataset):
         chosen = rng.choice(len(self.tasks), size=self.tasks_per_scene, replace=False, p=self.probabilities)
         samples = []
         for task_index in chosen:
-            sample = sample_task(scene, self.tasks[task_index], rng)
+            task = self.tasks[task_index]
+            sample = None
+            # drawn only when asked for, so runs without negatives keep their data stream
+            if task is Task.REFERRING and self.absent_fraction > 0 and rng.random() < self.absent_fraction:
+                sample = absent_referring_sample(scene, rng)
+            if sample is None:
+                sample = sample_task(scene, task, rng)
             if sample is None:  # e.g. no unambiguous expression in this scene: fall back to instance
                 sample = sample_task(scene, Task.INSTANCE, rng)
             samples.append(sample)
@@ -199,12 +228,20 @@ class TabletopTaskDataset(Dataset):
 
 
 def collate(scenes: list[TrainingScene]) -> dict:
-    """Stack the scenes' pixels; flatten their examples, each with the index of its scene."""
+    """Stack the scenes' pixels; flatten their examples, each with the index of its scene.
+
+    In a DataLoader worker the batch also carries "worker_cpu": (worker id, the worker process's
+    CPU seconds so far), so the trainer can count the data generation's CPU time.
+    """
     examples = [example for scene in scenes for example in scene.examples]
     image_index = [index for index, scene in enumerate(scenes) for _ in scene.examples]
-    return {
+    batch = {
         "sam_pixels": torch.stack([scene.sam_pixels for scene in scenes]),
         "siglip_pixels": torch.stack([scene.siglip_pixels for scene in scenes]),
         "examples": examples,
         "image_index": image_index,
     }
+    worker = get_worker_info()
+    if worker is not None:
+        batch["worker_cpu"] = (worker.id, time.process_time())
+    return batch

@@ -15,6 +15,10 @@ class CriterionWeights:
     """Mask2Former's defaults: class 2, mask BCE 5, dice 5; background class weight 0.1.
 
     `selection_weight` weighs our addition, the query-selection loss (see `set_criterion`).
+    `selection_target` picks which query a target is matched to: "matched" (Mask2Former's cost,
+    class + mask) or "best_mask" (mask cost only: the query whose mask is already closest to the
+    target; its class logit, and for single-target conditions the selection loss, are then trained
+    to pick it, so the query inference selects is the one with the best mask).
     """
 
     class_weight: float = 2.0
@@ -22,6 +26,14 @@ class CriterionWeights:
     dice_weight: float = 5.0
     no_object_weight: float = 0.1
     selection_weight: float = 2.0
+    selection_target: str = "matched"
+
+    def __post_init__(self) -> None:
+        if self.selection_target not in SELECTION_TARGETS:
+            raise ValueError(f"selection_target must be one of {SELECTION_TARGETS}, got {self.selection_target!r}.")
+
+
+SELECTION_TARGETS = ("matched", "best_mask")
 
 
 def dice_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -52,7 +64,8 @@ def hungarian_match(
     probs = class_logits.float().softmax(-1)
     cost_class = -probs[:, labels]
     cost_bce, cost_dice = _pairwise_costs(mask_logits.float(), masks.float())
-    cost = weights.class_weight * cost_class + weights.mask_weight * cost_bce + weights.dice_weight * cost_dice
+    class_weight = weights.class_weight if weights.selection_target == "matched" else 0.0
+    cost = class_weight * cost_class + weights.mask_weight * cost_bce + weights.dice_weight * cost_dice
     rows, cols = linear_sum_assignment(cost.cpu().numpy())
     return rows, cols
 
