@@ -11,11 +11,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import select
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -38,20 +38,42 @@ def _env() -> dict:
     return env
 
 
-def _read_until(process: subprocess.Popen, needle: str, timeout: float) -> list[str]:
-    """Lines of the process's stdout up to and including the first that contains `needle`."""
-    lines: list[str] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([process.stdout], [], [], 0.5)
-        if ready:
-            line = process.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if needle in line:
-                return lines
-    raise AssertionError(f"{needle!r} not printed within {timeout} s; got:\n{''.join(lines)}")
+class _LineReader:
+    """Collects a process's stdout lines on a thread, so a test can wait for one line.
+
+    Selecting on `process.stdout` and then calling `readline` loses lines: one `read` can pull two
+    lines into the file object's buffer, `select` then waits on an empty pipe, and the second line
+    is seen only when the process prints again (a whole section later).
+    """
+
+    def __init__(self, process: subprocess.Popen) -> None:
+        self.lines: list[str] = []
+        self._new = threading.Condition()
+        self._thread = threading.Thread(target=self._read, args=(process.stdout,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream) -> None:
+        for line in stream:
+            with self._new:
+                self.lines.append(line)
+                self._new.notify_all()
+        with self._new:
+            self._closed = True
+            self._new.notify_all()
+
+    _closed = False
+
+    def wait_for(self, needle: str, timeout: float) -> None:
+        """Return once a line containing `needle` has been printed; AssertionError after `timeout` s."""
+        with self._new:
+            found = self._new.wait_for(lambda: self._closed or any(needle in line for line in self.lines), timeout)
+            if not found or not any(needle in line for line in self.lines):
+                raise AssertionError(f"{needle!r} not printed within {timeout} s; got:\n{''.join(self.lines)}")
+
+    def text(self, timeout: float = 10.0) -> str:
+        """Everything printed, after the stream closed (or `timeout` s)."""
+        self._thread.join(timeout)
+        return "".join(self.lines)
 
 
 # -- pure helpers ------------------------------------------------------------------------------
@@ -347,14 +369,15 @@ def test_interrupted_run_keeps_its_numbers(tmp_path):
                "--section-limit", "seg_decoder_compiled=100"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT, env=_env())
     try:
-        lines = _read_until(process, "] seg_decoder_compiled ...", timeout=300)
+        reader = _LineReader(process)
+        reader.wait_for("] seg_decoder_compiled ...", timeout=300)
         time.sleep(1.0)  # inside torch.compile's tracing of the mask decoder
         process.send_signal(signal.SIGTERM)
-        rest, _ = process.communicate(timeout=30)
+        process.wait(timeout=30)
     finally:
         if process.poll() is None:
             process.kill()
-    output = "".join(lines) + rest
+    output = reader.text()
     assert process.returncode == 0, output
     report = json.loads((tmp_path / "gpu_cpu-dry-run.json").read_text())
     assert report["status"] == "interrupted by SIGTERM", output
