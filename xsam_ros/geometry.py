@@ -9,7 +9,7 @@ has its centre at image coordinates (u, v), as ``CameraInfo`` and ``Scene.camera
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -42,6 +42,9 @@ class ObjectGeometry:
         num_points: inlier pixels that contributed.
         num_mask_pixels: pixels of the mask.
         num_valid_depth: mask pixels with valid depth before outlier rejection.
+        points: (num_points, 3) float32 metres, the inlier points themselves (camera optical
+            frame), in the mask's row-major pixel order: what ``centroid`` and ``extent`` were
+            computed from, e.g. for a per-instance point cloud (``xsam_ros.point_clouds``).
     """
 
     centroid: np.ndarray
@@ -49,6 +52,7 @@ class ObjectGeometry:
     num_points: int
     num_mask_pixels: int
     num_valid_depth: int
+    points: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.float32), repr=False)
 
 
 class GeometryError(ValueError):
@@ -287,4 +291,5 @@ def object_geometry(
         num_points=int(keep.sum()),
         num_mask_pixels=int(mask.sum()),
         num_valid_depth=num_valid,
+        points=points.astype(np.float32),
     )
