@@ -71,6 +71,21 @@ def test_typestore_holds_the_installed_definitions_ours_included():
     assert "StageTiming" in store.generate_msgdef("xsam_ros/msg/InstanceMaskArray", ros_version=2)[0]
 
 
+def test_definitions_come_from_the_installed_packages_else_rosbags_else_a_clear_error():
+    """Installed .msg files first (what ros2 bag record embeds here); a type whose package is not
+    installed (nav_msgs is not among the ROS wheels of make setup) from rosbags' newest ROS 2
+    definitions, its installed dependencies still from their .msg files; an unknown type is refused
+    with what to do."""
+    from xsam_ros.bag_types import definitions
+
+    assert msg_file("nav_msgs/msg/Odometry") is None and msg_file("geometry_msgs/msg/Pose") is not None
+    found = definitions(["nav_msgs/msg/Odometry"])
+    assert {"nav_msgs/msg/Odometry", "geometry_msgs/msg/PoseWithCovariance", "std_msgs/msg/Header"} <= set(found)
+    assert [name for name, _ in found["nav_msgs/msg/Odometry"][1]] == ["header", "child_frame_id", "pose", "twist"]
+    with pytest.raises(RuntimeError, match="no definition of nope_msgs/msg/Thing: its package is not installed"):
+        definitions(["nope_msgs/msg/Thing"])
+
+
 def sample_messages(frames) -> list[tuple[str, object]]:
     """One message of every output type and of the command types, with every kind of field set."""
     scene = frames[0]

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from .bag_messages import to_ros, to_rosbags
-from .bag_types import bag_typestore, typename_of
+from .bag_types import bag_typestore, definitions, typename_of
 
 
 class BagError(RuntimeError):
@@ -211,11 +211,10 @@ class _McapStream:
                 for schema, channel, message in reader.iter_messages(topics=topics, log_time_order=False):
                     if schema is None or channel.message_encoding != "cdr":
                         continue
-                    if schema.id not in registered:
-                        types = get_types_from_msg(schema.data.decode(), schema.name) if schema.data else {}
+                    if schema.id not in registered:  # the file's definition, else the installed one
+                        types = get_types_from_msg(schema.data.decode(), schema.name) if schema.data else \
+                            definitions([schema.name])
                         store.register({name: fields for name, fields in types.items() if name not in store.fielddefs})
-                        if schema.name not in store.fielddefs:  # no definition stored: the installed one
-                            store.register({schema.name: bag_typestore().fielddefs[schema.name]})
                         registered.add(schema.id)
                     yield channel.topic, schema.name, message.log_time, message.data, store
             except (McapError, EOFError, OSError):
