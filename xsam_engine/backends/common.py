@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..export.graphs import GraphSpec
+from ..export.graphs import GraphSpec, build_graph, graph_specs
 from ..modeling_outputs import MaskEncoderOutput, PixelDecoderOutput, SegDecoderOutput
 from ..modeling_region_encoder import sample_region_points
 from ..modeling_xsam import join_image_tokens
@@ -90,3 +90,24 @@ class ExportedGraphStages:
             points = sample_region_points(mask, self.config.sampler_num_points, generator)
             tokens.append(self.run_graph("region_encoder", token_map=token_map, points=points[None])[0][0])
         return torch.stack(tokens).to(sam_tokens.dtype)
+
+
+class TorchGraphStages(ExportedGraphStages):
+    """The graphs' PyTorch modules (`export.graphs.build_graph`) run in-process on the model's device and dtype.
+
+    The local fallback of remote stages when neither TensorRT nor ONNX Runtime can run here: same
+    named inputs and output order as the exported graphs, so it plugs in at `run_graph`.
+    Keeps references to the model's encoders (their weights must stay loaded).
+    """
+
+    def __init__(self, model) -> None:
+        self.model = model
+        self.config = model.config
+        self.specs = graph_specs(model.config)
+        self.modules = {name: build_graph(name, model) for name in self.specs}
+
+    def run_graph(self, name: str, **inputs: torch.Tensor) -> list[torch.Tensor]:
+        device, dtype = self.model.device, self.model.dtype
+        with torch.no_grad():
+            outputs = self.modules[name](*(inputs[n].to(device, dtype) for n in self.specs[name].input_names))
+        return list(outputs) if isinstance(outputs, tuple) else [outputs]

@@ -4,7 +4,9 @@ ONNX (and TensorRT) graphs take and return plain tensors, so each wrapper unpack
 typed outputs into a fixed order. The order is the `GraphSpec.outputs` order below; the names
 are the ONNX input/output names, also used by the ONNX Runtime and TensorRT runners.
 
-Graphs (batch 1 everywhere; `C` and `P` are the only dynamic axes):
+Graphs (batch 1 everywhere; `C` and `P` are the only dynamic axes; `graph_specs(config, batch_axis=True)`
+makes the leading axis a dynamic `batch` axis, used for the Triton model repository, where the
+server's dynamic batcher stacks requests of several cameras or robots):
 
 | graph | inputs | outputs | per |
 |---|---|---|---|
@@ -30,6 +32,7 @@ from ..modeling_outputs import PixelDecoderOutput
 from ..modeling_xsam import XSamModel
 
 GRAPH_NAMES = ("mask_encoder", "vision_encoder", "pixel_decoder", "mask_decoder", "region_encoder")
+BATCH_AXIS = "batch"
 NUM_DECODER_LEVELS = 3  # Mask2Former's masked-attention decoder always cycles over three levels
 
 
@@ -88,8 +91,26 @@ def mask_feature_size(config: XSamConfig) -> int:
     return max(config.mask_encoder.feature_sizes)
 
 
-def graph_specs(config: XSamConfig) -> dict[str, GraphSpec]:
-    """Every graph's named inputs and outputs for a configuration."""
+def with_batch_axis(spec: GraphSpec) -> GraphSpec:
+    """The same graph with its leading (batch 1) axis made the dynamic axis `BATCH_AXIS`."""
+
+    def batched(tensor: TensorSpec) -> TensorSpec:
+        return TensorSpec(tensor.name, (BATCH_AXIS, *tensor.shape[1:]), tensor.dtype)
+
+    return GraphSpec(spec.name, tuple(map(batched, spec.inputs)), tuple(map(batched, spec.outputs)))
+
+
+def graph_specs(config: XSamConfig, batch_axis: bool = False) -> dict[str, GraphSpec]:
+    """Every graph's named inputs and outputs for a configuration.
+
+    `batch_axis=True`: the leading axis of every input and output is dynamic (`BATCH_AXIS`); each
+    image/request stays independent along it (checked in tests/test_triton_repository.py).
+    """
+    specs = _batch_one_specs(config)
+    return {name: with_batch_axis(spec) for name, spec in specs.items()} if batch_axis else specs
+
+
+def _batch_one_specs(config: XSamConfig) -> dict[str, GraphSpec]:
     encoder, vision = config.mask_encoder, config.vision
     llm, hidden = config.language.hidden_size, config.decoder.hidden_dim
     queries = config.decoder.num_queries
@@ -236,7 +257,7 @@ def build_graph(name: str, model: XSamModel) -> nn.Module:
 
 def example_inputs(spec: GraphSpec, dynamic_sizes: dict[str, int] | None = None, seed: int = 0) -> dict[str, torch.Tensor]:
     """Random float32 inputs for a graph (points uniform in [0, 1], everything else normal)."""
-    sizes = {"num_conditions": 2, "num_points": 16, **(dynamic_sizes or {})}
+    sizes = {"num_conditions": 2, "num_points": 16, BATCH_AXIS: 1, **(dynamic_sizes or {})}
     generator = torch.Generator().manual_seed(seed)
     inputs = {}
     for tensor in spec.inputs:

@@ -165,11 +165,14 @@ def export_onnx(
     graphs: tuple[str, ...] | list[str] = GRAPH_NAMES,
     opset: int = OPSET,
     check: bool = True,
+    batch_axis: bool = False,
 ) -> dict[str, Path]:
     """Export the chosen graphs, run `onnx.checker` on each and write `manifest.json`.
 
     The model is exported in float32 on the CPU whatever its current dtype/device (weights are
     copied per graph, so peak memory is about twice the largest graph plus the model).
+    `batch_axis=True` exports a dynamic leading batch axis (`graph_specs(..., batch_axis=True)`),
+    for servers that batch requests (Triton); the local backends use the batch-1 graphs.
     """
     directory = Path(directory)
     model = model.eval()
@@ -178,14 +181,14 @@ def export_onnx(
             f"Export a float32 CPU model (got {model.dtype} on {model.device}); "
             "TensorRT derives FP16/INT8 engines from the float32 graphs."
         )
-    specs = graph_specs(model.config)
+    specs = graph_specs(model.config, batch_axis)
     paths: dict[str, Path] = {}
     for name in graphs:
         paths[name] = export_graph(model, name, directory, opset, specs[name])
         if check:
             check_graph(paths[name])
         gc.collect()
-    write_manifest(directory, model.config, paths, opset)
+    write_manifest(directory, model.config, paths, opset, batch_axis)
     return paths
 
 
@@ -196,12 +199,15 @@ def check_graph(path: str | Path) -> None:
     onnx.checker.check_model(str(path), full_check=True)
 
 
-def write_manifest(directory: Path, config: XSamConfig, paths: dict[str, Path], opset: int) -> Path:
+def write_manifest(
+    directory: Path, config: XSamConfig, paths: dict[str, Path], opset: int, batch_axis: bool = False
+) -> Path:
     manifest_path = directory / MANIFEST_NAME
     existing = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     config_json = json.loads(json.dumps(config.to_dict()))  # tuples -> lists, as stored
-    graphs = existing.get("graphs", {}) if existing.get("config") == config_json else {}
-    specs = graph_specs(config)
+    same_export = existing.get("config") == config_json and existing.get("batch_axis", False) == batch_axis
+    graphs = existing.get("graphs", {}) if same_export else {}
+    specs = graph_specs(config, batch_axis)
     for name, path in paths.items():
         spec = specs[name]
         graphs[name] = {
@@ -211,7 +217,7 @@ def write_manifest(directory: Path, config: XSamConfig, paths: dict[str, Path], 
             "inputs": {t.name: list(t.shape) for t in spec.inputs},
             "outputs": {t.name: list(t.shape) for t in spec.outputs},
         }
-    manifest = {"config": config_json, "opset": opset, "torch": torch.__version__, "graphs": graphs}
+    manifest = {"config": config_json, "opset": opset, "torch": torch.__version__, "batch_axis": batch_axis, "graphs": graphs}
     tmp = manifest_path.with_suffix(f".tmp{os.getpid()}")
     tmp.write_text(json.dumps(manifest, indent=2) + "\n")
     tmp.replace(manifest_path)

@@ -156,6 +156,10 @@ class RequestParity:
     notes: list[str] = field(default_factory=list)
 
 
+def _decodable(condition) -> bool:
+    return condition.seg_embeds.shape[0] > 0 and condition.condition_embeds.shape[0] > 0
+
+
 def _decoder_outputs(predictor, condition):
     return predictor.stages.decode(
         predictor._pixel_features, condition.condition_embeds[None].to(predictor.model.dtype), condition.seg_embeds[:1]
@@ -193,6 +197,19 @@ def _parity_row(torch_predictor, onnx_predictor, reference, candidate, label: st
     if len(reference.instances) != len(candidate.instances):
         notes.append(f"instance count differs: {len(reference.instances)} vs {len(candidate.instances)}")
         ious.append(0.0)
+    if reference.text != candidate.text:
+        notes.append(f"answer text differs: {reference.text!r} vs {candidate.text!r}")
+    decodable = [_decodable(r.condition) for r in (reference, candidate)]
+    if not all(decodable):  # an answer without <SEG> or phrases: nothing to decode (result.message says so)
+        if any(decodable) or reference.message != candidate.message:
+            notes.append(f"decodable differs: {reference.message!r} vs {candidate.message!r}")
+            ious.append(0.0)
+        return RequestParity(
+            request=label, instances_torch=len(reference.instances), instances_onnxruntime=len(candidate.instances),
+            final_mask_iou=[round(v, 6) for v in ious], min_final_mask_iou=min(ious) if ious else 1.0,
+            all_query_mask_iou=1.0 if not any(decodable) else 0.0, max_abs_mask_logit_error=0.0,
+            max_abs_class_logit_error=0.0, notes=notes,
+        )
     # Every query's binarised mask at mask-feature resolution: a much denser check than the few
     # selected instances.
     ref_out = _decoder_outputs(torch_predictor, reference.condition)
