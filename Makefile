@@ -29,7 +29,7 @@ endif
 .PHONY: help setup test demo msgs lock clean
 
 help:
-	@echo "make demo   - set up (if needed) and run python -m xsam_ros.demo on the default model"
+	@echo "make demo   - set up (if needed) and run tools/demo.py on the default model"
 	@echo "make test   - set up (if needed) and run the tests (pytest)"
 	@echo "make setup  - create/refresh $(VENV): Python packages, ROS 2 wheels, xsam_ros messages"
 	@echo "make msgs   - rebuild and reinstall the xsam_ros messages"
@@ -43,7 +43,7 @@ test: setup
 	$(PY) -m pytest -q -p no:cacheprovider tests $(PYTEST_ARGS)
 
 demo: setup
-	$(PY) -m xsam_ros.demo $(DEMO_ARGS)
+	$(PY) tools/demo.py $(DEMO_ARGS)
 
 msgs:
 	@XSAM_FORCE=1 scripts/setup_env.sh

@@ -1,27 +1,41 @@
-"""Launch the xsam_ros perception node.
+"""Launch the xsam_ros perception node (a managed lifecycle node) and, with autostart, configure and activate it.
 
     ros2 launch xsam_ros perception.launch.py image_topic:=/camera/color/image_raw \\
         depth_topic:=/camera/aligned_depth_to_color/image_raw camera_info_topic:=/camera/color/camera_info
 
-Parameters come from ``params_file`` (default: the package's config/perception.yaml); the
-arguments below override the few that are usually set per robot. Topics are connected by
+Parameters come from ``params_file`` (default: the package's config/perception.yaml). The launch
+arguments that set node parameters (model_path, device, backend, ...) are generated from the
+node's parameter table, ``xsam_ros.parameters.launch_arguments()`` (name, default, description,
+choices), so they cannot drift from the node; they override the file. Topics are connected by
 remapping the node's relative names (image, depth, camera_info); the derived names
 <image>/compressed and <image>_mouse_left (rqt_image_view clicks) follow the image remapping.
-Nothing is installed, downloaded or evaluated here.
+
+autostart:=true (default) drives the standard lifecycle transitions with launch_ros events:
+configure once the node is up, activate when it reaches "inactive" from "configuring". This
+works the same on Humble, Jazzy and Kilted (Humble's launch_ros LifecycleNode has no
+``autostart`` argument, so it is not used). autostart:=false leaves the node unconfigured for a
+lifecycle manager or ``ros2 lifecycle set``. Nothing is installed, downloaded or evaluated here.
 """
 
+import lifecycle_msgs.msg
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
+from launch.actions import DeclareLaunchArgument, EmitEvent, RegisterEventHandler, SetEnvironmentVariable
 from launch.conditions import IfCondition
+from launch.events import matches_action
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
-from launch_ros.actions import Node
+from launch_ros.actions import LifecycleNode
+from launch_ros.event_handlers import OnStateTransition
+from launch_ros.events.lifecycle import ChangeState
 from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
+
+from xsam_ros.parameters import launch_arguments
 
 BOOLEAN = ["true", "false"]
 
 
 def generate_launch_description():
+    generated = launch_arguments()  # the node's parameter table: name, default, description, choices
     arguments = [
         DeclareLaunchArgument(
             "namespace", default_value="xsam",
@@ -39,27 +53,13 @@ def generate_launch_description():
             description="sensor_msgs/CameraInfo of the colour image (its K back-projects the depth); remapped to "
                         "the node's 'camera_info'."),
         DeclareLaunchArgument(
-            "compressed_input", default_value="false", choices=BOOLEAN,
-            description="Read sensor_msgs/CompressedImage (JPEG/PNG) from <image_topic>/compressed instead of raw images."),
-        DeclareLaunchArgument(
-            "use_depth", default_value="true", choices=BOOLEAN,
-            description="Subscribe to depth and camera_info and publish 3D centroids; false for a colour-only camera."),
-        DeclareLaunchArgument(
-            "image_reliability", default_value="auto", choices=["auto", "reliable", "best_effort"],
-            description="Reliability of the image/depth/camera_info subscriptions; auto matches the publishers."),
-        DeclareLaunchArgument(
-            "model_path", default_value="",
-            description="Directory of an X-SAM model (save_pretrained format); empty = the built-in tabletop demo model."),
-        DeclareLaunchArgument(
-            "backend", default_value="auto", choices=["auto", "torch", "onnxruntime", "tensorrt"],
-            description="Inference backend; only torch exists today, the others fall back to it with a log line."),
-        DeclareLaunchArgument(
-            "device", default_value="auto", choices=["auto", "cpu", "cuda"],
-            description="Device for the model: auto = cuda when available, else cpu."),
-        DeclareLaunchArgument(
             "params_file",
             default_value=PathJoinSubstitution([FindPackageShare("xsam_ros"), "config", "perception.yaml"]),
             description="YAML file with the node's parameters (every parameter is listed in config/perception.yaml)."),
+        DeclareLaunchArgument(
+            "autostart", default_value="true", choices=BOOLEAN,
+            description="Configure and activate the lifecycle node at start (true), or leave it unconfigured for a "
+                        "lifecycle manager / `ros2 lifecycle set` (false)."),
         DeclareLaunchArgument(
             "use_sim_time", default_value="false", choices=BOOLEAN,
             description="Use the /clock topic (simulation, bag replay) as the node's clock."),
@@ -75,6 +75,10 @@ def generate_launch_description():
             default_value=PathJoinSubstitution([FindPackageShare("xsam_ros"), "config", "fastdds_large_images.xml"]),
             description="Fast DDS XML profile used when use_fastdds_profile is true (default: the package's "
                         "32 MB shared-memory profile)."),
+    ] + [
+        DeclareLaunchArgument(argument.name, default_value=argument.default, description=argument.description,
+                              choices=list(argument.choices) if argument.choices else None)
+        for argument in generated
     ]
 
     use_profile = IfCondition(LaunchConfiguration("use_fastdds_profile"))
@@ -85,7 +89,10 @@ def generate_launch_description():
                                condition=use_profile),
     ]
 
-    node = Node(
+    overrides = {argument.name: ParameterValue(LaunchConfiguration(argument.name), value_type=argument.value_type)
+                 for argument in generated}
+    overrides["use_sim_time"] = ParameterValue(LaunchConfiguration("use_sim_time"), value_type=bool)
+    node = LifecycleNode(
         package="xsam_ros",
         executable="perception_node",
         name="perception_node",
@@ -93,22 +100,25 @@ def generate_launch_description():
         output="screen",
         emulate_tty=True,
         arguments=["--ros-args", "--log-level", LaunchConfiguration("log_level")],
-        parameters=[
-            LaunchConfiguration("params_file"),
-            {
-                "model_path": ParameterValue(LaunchConfiguration("model_path"), value_type=str),
-                "device": ParameterValue(LaunchConfiguration("device"), value_type=str),
-                "backend": ParameterValue(LaunchConfiguration("backend"), value_type=str),
-                "image_reliability": ParameterValue(LaunchConfiguration("image_reliability"), value_type=str),
-                "compressed_input": ParameterValue(LaunchConfiguration("compressed_input"), value_type=bool),
-                "use_depth": ParameterValue(LaunchConfiguration("use_depth"), value_type=bool),
-                "use_sim_time": ParameterValue(LaunchConfiguration("use_sim_time"), value_type=bool),
-            },
-        ],
+        parameters=[LaunchConfiguration("params_file"), overrides],
         remappings=[
             ("image", LaunchConfiguration("image_topic")),
             ("depth", LaunchConfiguration("depth_topic")),
             ("camera_info", LaunchConfiguration("camera_info_topic")),
         ],
     )
-    return LaunchDescription(arguments + set_profile + [node])
+
+    # autostart: configure now; activate once configuring has reached inactive (not after a later deactivate).
+    autostart = IfCondition(LaunchConfiguration("autostart"))
+    activate_when_configured = RegisterEventHandler(
+        OnStateTransition(
+            target_lifecycle_node=node, start_state="configuring", goal_state="inactive",
+            entities=[EmitEvent(event=ChangeState(
+                lifecycle_node_matcher=matches_action(node),
+                transition_id=lifecycle_msgs.msg.Transition.TRANSITION_ACTIVATE))]),
+        condition=autostart)
+    configure = EmitEvent(
+        event=ChangeState(lifecycle_node_matcher=matches_action(node),
+                          transition_id=lifecycle_msgs.msg.Transition.TRANSITION_CONFIGURE),
+        condition=autostart)
+    return LaunchDescription(arguments + set_profile + [node, activate_when_configured, configure])

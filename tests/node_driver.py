@@ -1,4 +1,7 @@
-"""Helpers for the perception-node tests: start the node in its own process, drive it over ROS.
+"""Helpers for the perception-node tests and the demo: start the node in its own process, drive it over ROS.
+
+The one implementation of "a process that plays camera and robot for the node": the tests use it,
+and so does ``tools/demo.py`` (``make demo``), which imports it from here.
 
 ``NodeProcess`` runs ``python -m xsam_ros.perception_node`` with a namespace, a parameter file
 and a log file. ``Driver`` is an rclpy node in the test process that publishes images, depth,
@@ -72,10 +75,16 @@ def save_tiny_model(directory: Path) -> Path:
 
 
 class NodeProcess:
-    """The perception node in its own process, its output in a log file."""
+    """The perception node in its own process, its output in a log file.
+
+    ``autostart`` (default) passes ``--autostart``: the node configures and activates itself at
+    start, as the launch file's ``autostart:=true`` does; with False it stays unconfigured until a
+    ``Driver`` drives it through the lifecycle services (``change_state``).
+    """
 
     def __init__(self, env: dict, namespace: str, workdir: Path, parameters: dict | None = None,
-                 extra_env: dict | None = None) -> None:
+                 extra_env: dict | None = None, autostart: bool = True, echo: str | None = None) -> None:
+        """``echo``: also print every line of the node's output, prefixed with it (the demo's "[node]")."""
         self.namespace = namespace
         self.log_path = workdir / f"node{namespace.replace('/', '_')}.log"
         params_path = workdir / f"params{namespace.replace('/', '_')}.yaml"
@@ -85,9 +94,21 @@ class NodeProcess:
         self.env.update(extra_env or {})
         self._log = open(self.log_path, "w")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "xsam_ros.perception_node", "--ros-args", "-r", f"__ns:={namespace}",
+            [sys.executable, "-m", "xsam_ros.perception_node", *(["--autostart"] if autostart else []),
+             "--ros-args", "-r", f"__ns:={namespace}",
              "--params-file", str(REPO_ROOT / "config" / "perception.yaml"), "--params-file", str(params_path)],
-            env=self.env, cwd=str(REPO_ROOT), stdout=self._log, stderr=subprocess.STDOUT, text=True)
+            env=self.env, cwd=str(REPO_ROOT), stdout=self._log if echo is None else subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True)
+        self._echo = None
+        if echo is not None:
+            self._echo = threading.Thread(target=self._copy_output, args=(echo,), daemon=True)
+            self._echo.start()
+
+    def _copy_output(self, prefix: str) -> None:
+        for line in self.process.stdout:
+            self._log.write(line)
+            self._log.flush()
+            print(f"  {prefix} {line.rstrip()}", flush=True)
 
     def log(self) -> str:
         if not self._log.closed:
@@ -107,6 +128,13 @@ class NodeProcess:
     def alive(self) -> bool:
         return self.process.poll() is None
 
+    def rss_bytes(self) -> int:
+        """The process's resident memory (VmRSS in /proc/<pid>/status), in bytes."""
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError(f"no VmRSS in /proc/{self.process.pid}/status")
+
     def stop(self, timeout: float = 15.0) -> int | None:
         """SIGINT, as Ctrl-C / ros2 launch do; kill if it does not exit in time."""
         if self.process.poll() is None:
@@ -116,6 +144,8 @@ class NodeProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(5)
+        if self._echo is not None:
+            self._echo.join(5)
         self._log.close()
         return self.process.returncode
 
@@ -144,12 +174,19 @@ class Driver:
         image_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=2,
                                reliability=ReliabilityPolicy.RELIABLE if image_reliable else ReliabilityPolicy.BEST_EFFORT)
         node = self.node
+        try:
+            from rclpy.event_handler import PublisherEventCallbacks
+        except ImportError:  # Humble
+            from rclpy.qos_event import PublisherEventCallbacks
+        # The node subscribes reliable until it sees a best-effort camera, then switches: skip rmw's
+        # "incompatible QoS" warning for that moment.
+        quiet = PublisherEventCallbacks(incompatible_qos=lambda event: None)
         if sensors:  # without: another process is the camera
-            self.image_pub = node.create_publisher(Image, "image", image_qos)
+            self.image_pub = node.create_publisher(Image, "image", image_qos, event_callbacks=quiet)
             # Depth keeps 10: with 2, a loaded machine can overwrite the depth of the very frame a
             # command is answered on before it is delivered (that frame then has, correctly, no 3D).
             depth_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=image_qos.reliability)
-            self.depth_pub = node.create_publisher(Image, "depth", depth_qos)
+            self.depth_pub = node.create_publisher(Image, "depth", depth_qos, event_callbacks=quiet)
             self.info_pub = node.create_publisher(CameraInfo, "camera_info", reliable)
         self.command_pub = node.create_publisher(SegmentationCommand, "command", reliable)
         self.text_pub = node.create_publisher(String, "command_text", reliable)
@@ -261,6 +298,24 @@ class Driver:
             return future.result() if future.done() else None
         finally:
             self.node.destroy_client(client)
+
+    def change_state(self, node: str, transition: str, timeout: float = 180.0) -> bool | None:
+        """Ask the lifecycle node ``node`` (full name) for a transition by label ("configure", "activate",
+        "deactivate", "cleanup", "shutdown") through its ``change_state`` service; the response's success,
+        None without an answer within ``timeout`` (the activation loads the model before it answers)."""
+        from lifecycle_msgs.srv import ChangeState
+
+        request = ChangeState.Request()
+        request.transition.label = transition
+        response = self.call(ChangeState, f"{node}/change_state", request, timeout)
+        return None if response is None else response.success
+
+    def get_state(self, node: str, timeout: float = 10.0) -> str | None:
+        """The lifecycle state label of ``node`` from its ``get_state`` service ("unconfigured", "inactive", ...)."""
+        from lifecycle_msgs.srv import GetState
+
+        response = self.call(GetState, f"{node}/get_state", GetState.Request(), timeout)
+        return None if response is None else response.current_state.label
 
     def close(self) -> None:
         self.executor.shutdown(timeout_sec=2.0)

@@ -73,7 +73,7 @@ def test_the_scan_finds_the_known_array_dataclasses():
     assert {"xsam_engine.processing.SamInputs", "xsam_engine.evaluation.metrics.InstancePrediction",
             "xsam_engine.modeling_outputs.SegDecoderOutput", "xsam_engine.tabletop.scenes.Scene"} <= names
     if importlib.util.find_spec("rclpy") is not None:
-        assert {"xsam_ros.geometry.ObjectGeometry", "xsam_ros.perception_node.FrameContext"} <= names
+        assert {"xsam_ros.geometry.ObjectGeometry", "xsam_ros.pipeline.Outcome", "xsam_ros.depth.RegisteredDepth"} <= names
 
 
 @pytest.mark.parametrize("cls", ARRAY_DATACLASSES, ids=lambda cls: f"{cls.__module__}.{cls.__qualname__}")

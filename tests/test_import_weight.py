@@ -12,7 +12,7 @@ import textwrap
 
 MESSAGE_SIDE = (
     "xsam_ros.conversions", "xsam_ros.parameters", "xsam_ros.markers", "xsam_ros.diagnostics", "xsam_ros.qos",
-    "xsam_ros.sync", "xsam_ros.worker", "xsam_ros.geometry", "xsam_engine.requests", "xsam_engine.results",
+    "xsam_ros.depth", "xsam_ros.pipeline", "xsam_ros.reporting", "xsam_ros.model", "xsam_ros.worker", "xsam_ros.geometry", "xsam_engine.requests", "xsam_engine.results",
     "xsam_engine.commands", "xsam_engine.tracking", "xsam_engine.visualization", "xsam_engine",
 )
 

@@ -168,62 +168,140 @@ def _launch_config_name(node):
     return None
 
 
-def test_launch_arguments_have_descriptions_and_choices(repo_root):
-    _, tree = _launch_tree(repo_root)
+def _keyword_name(call, name):
+    """'x' for keyword=x (a Name) or keyword=a.x (an Attribute), else None."""
+    value = _keyword(call, name)
+    return getattr(value, "id", getattr(value, "attr", None))
+
+
+def _static_arguments(tree):
+    """{name: (default, description, choices)} of the DeclareLaunchArgument calls with a literal name."""
     booleans = None
     for assign in ast.walk(tree):
         if isinstance(assign, ast.Assign) and getattr(assign.targets[0], "id", None) == "BOOLEAN":
             booleans = [element.value for element in assign.value.elts]
     arguments = {}
     for call in _calls(tree, "DeclareLaunchArgument"):
-        name = call.args[0].value
-        description = _keyword(call, "description")
-        assert description is not None, f"launch argument {name} has no description"
-        text = ast.literal_eval(description) if not isinstance(description, ast.JoinedStr) else "?"
-        assert isinstance(text, str) and len(text) > 20, name
-        assert _keyword(call, "default_value") is not None, name
+        if not isinstance(call.args[0], ast.Constant):
+            continue
         choices = _keyword(call, "choices")
         if choices is not None:
             choices = booleans if isinstance(choices, ast.Name) and choices.id == "BOOLEAN" else ast.literal_eval(choices)
-            default = _keyword(call, "default_value")
-            assert isinstance(default, ast.Constant) and default.value in choices, name
-        arguments[name] = choices
-    expected = {"namespace", "image_topic", "depth_topic", "camera_info_topic", "compressed_input", "model_path",
-                "backend", "device", "params_file", "use_sim_time"}
-    assert expected <= set(arguments)
-    for enum in ("backend", "device", "image_reliability"):
-        assert arguments[enum] == list(BY_NAME[enum].choices), enum
-    for flag in ("compressed_input", "use_sim_time", "use_depth"):
-        assert arguments[flag] == ["true", "false"], flag
+        default = _keyword(call, "default_value")
+        arguments[call.args[0].value] = (default.value if isinstance(default, ast.Constant) else default,
+                                         ast.literal_eval(_keyword(call, "description")), choices)
+    return arguments
 
 
-def test_launch_node_parameters_and_remappings(repo_root):
+def test_launch_arguments_have_descriptions_and_choices(repo_root):
+    _, tree = _launch_tree(repo_root)
+    static = _static_arguments(tree)
+    assert {"namespace", "image_topic", "depth_topic", "camera_info_topic", "params_file", "autostart", "use_sim_time",
+            "log_level", "use_fastdds_profile", "fastdds_profile"} <= set(static)
+    for name, (default, description, choices) in static.items():
+        assert isinstance(description, str) and len(description) > 20, name
+        assert default is not None, name
+        if choices is not None:
+            assert default in choices, name
+    assert static["autostart"][:1] == ("true",) and static["autostart"][2] == ["true", "false"]
+    # The arguments that set parameters are generated from the table: none is written out by hand.
+    assert not set(static) & set(BY_NAME), set(static) & set(BY_NAME)
+
+
+def test_launch_arguments_are_generated_from_the_parameter_table(repo_root):
+    """Launch file, table, README and node agree: the launch file declares one argument per
+    ``launch_arguments()`` entry with its name, default, description and choices, and passes it to the
+    node as a parameter of the table's type."""
     source, tree = _launch_tree(repo_root)
-    declared = {call.args[0].value for call in _calls(tree, "DeclareLaunchArgument")}
-    (node,) = _calls(tree, "Node")
+    assert "from xsam_ros.parameters import launch_arguments" in source
+    (generated_call,) = [call for call in _calls(tree, "DeclareLaunchArgument") if not isinstance(call.args[0], ast.Constant)]
+    assert ast.unparse(generated_call.args[0]) == "argument.name"
+    assert ast.unparse(_keyword(generated_call, "default_value")) == "argument.default"
+    assert ast.unparse(_keyword(generated_call, "description")) == "argument.description"
+    assert ast.unparse(_keyword(generated_call, "choices")) == "list(argument.choices) if argument.choices else None"
+    (comprehension,) = [node for node in ast.walk(tree) if isinstance(node, ast.ListComp)
+                        and isinstance(node.elt, ast.Call) and getattr(node.elt.func, "id", None) == "DeclareLaunchArgument"]
+    assert ast.unparse(comprehension.generators[0].iter) == "generated"
+    (overrides,) = [node for node in ast.walk(tree) if isinstance(node, ast.DictComp)]
+    assert ast.unparse(overrides.key) == "argument.name"
+    assert ast.unparse(overrides.value) == (
+        "ParameterValue(LaunchConfiguration(argument.name), value_type=argument.value_type)")
+    # What launch_arguments() yields: every parameter marked launch_argument, with the table's values.
+    generated = parameters.launch_arguments()
+    assert [a.name for a in generated] == [s.name for s in PARAMETERS if s.launch_argument]
+    assert {"model_path", "device", "backend", "image_reliability", "compressed_input", "use_depth"} <= {
+        a.name for a in generated}
+    for argument in generated:
+        spec = BY_NAME[argument.name]
+        assert argument.description == spec.description and argument.value_type is parameters.LAUNCH_TYPES[spec.kind]
+        if spec.kind == "bool":
+            assert argument.choices == ("true", "false") and argument.default == ("true" if spec.default else "false")
+        else:
+            assert argument.choices == (spec.choices or None) and argument.default == str(spec.default)
+        if argument.choices:
+            assert argument.default in argument.choices  # DeclareLaunchArgument refuses anything else
+    # The README lists every launch argument (the generated ones as the generated table).
+    readme = (repo_root / "README.md").read_text()
+    assert parameters.to_launch_markdown() in readme, (
+        "README launch-argument table is out of date: paste `python -m xsam_ros.parameters --launch-markdown`")
+    for name in _static_arguments(tree):
+        assert f"`{name}`" in readme, f"README does not mention the launch argument {name}"
+
+
+def test_launch_node_is_a_lifecycle_node_with_autostart_events(repo_root):
+    source, tree = _launch_tree(repo_root)
+    declared = {call.args[0].value for call in _calls(tree, "DeclareLaunchArgument") if isinstance(call.args[0], ast.Constant)}
+    declared |= {argument.name for argument in parameters.launch_arguments()}
+    (node,) = _calls(tree, "LifecycleNode")
+    assert not _calls(tree, "Node")
     assert ast.literal_eval(_keyword(node, "package")) == "xsam_ros"
     assert ast.literal_eval(_keyword(node, "executable")) == "perception_node"
+    assert ast.literal_eval(_keyword(node, "name")) == "perception_node"
     assert _launch_config_name(_keyword(node, "namespace")) == "namespace"
+    assert _keyword(node, "autostart") is None  # Humble's launch_ros has no such argument: events below instead
     params = _keyword(node, "parameters").elts
     assert _launch_config_name(params[0]) == "params_file"  # the YAML file first, arguments override it
-    kinds = {"string": "str", "bool": "bool"}
-    for key, value in zip(params[1].keys, params[1].values):
-        name = key.value
-        assert name in BY_NAME or name == "use_sim_time", f"launch passes unknown parameter {name}"
-        assert getattr(value.func, "id", None) == "ParameterValue", name
-        argument = _launch_config_name(value.args[0])
-        assert argument in declared, name
-        value_type = _keyword(value, "value_type").id
-        expected = "bool" if name == "use_sim_time" else kinds[BY_NAME[name].kind]
-        assert value_type == expected, name
+    assert ast.unparse(params[1]) == "overrides"
     remappings = [(pair.elts[0].value, _launch_config_name(pair.elts[1])) for pair in _keyword(node, "remappings").elts]
     for source_name, target in remappings:
         assert source_name in NODE_TOPICS and not source_name.startswith("/"), source_name
         assert target in declared
     assert {name for name, _ in remappings} == {"image", "depth", "camera_info"}
+    # autostart: configure at once, activate on configuring -> inactive; both only with autostart:=true.
+    (handler,) = _calls(tree, "OnStateTransition")
+    assert _keyword_name(handler, "target_lifecycle_node") == "node"
+    assert (ast.literal_eval(_keyword(handler, "start_state")), ast.literal_eval(_keyword(handler, "goal_state"))) == (
+        "configuring", "inactive")
+    transitions = [ast.unparse(_keyword(call, "transition_id")) for call in _calls(tree, "ChangeState")]
+    assert sorted(transitions) == ["lifecycle_msgs.msg.Transition.TRANSITION_ACTIVATE",
+                                   "lifecycle_msgs.msg.Transition.TRANSITION_CONFIGURE"]
+    assert "TRANSITION_ACTIVATE" in ast.unparse(handler) and "TRANSITION_CONFIGURE" not in ast.unparse(handler)
+    assert all(ast.unparse(_keyword(call, "lifecycle_node_matcher")) == "matches_action(node)"
+               for call in _calls(tree, "ChangeState"))
+    conditional = [call for call in _calls(tree, "RegisterEventHandler") + _calls(tree, "EmitEvent")
+                   if _keyword(call, "condition") is not None]
+    assert len(conditional) == 2 and all(ast.unparse(_keyword(call, "condition")) == "autostart" for call in conditional)
+    (returned,) = [node for node in ast.walk(tree) if isinstance(node, ast.Return)]
+    assert ast.unparse(returned.value) == (
+        "LaunchDescription(arguments + set_profile + [node, activate_when_configured, configure])")
     # Nothing is installed or evaluated at launch time.
     for forbidden in ("subprocess", "eval(", "exec(", "PythonExpression", "pip", "os.system"):
         assert forbidden not in source, forbidden
-    # Every LaunchConfiguration used refers to a declared argument.
-    used = {_launch_config_name(call) for call in _calls(tree, "LaunchConfiguration")}
+    used = {call.args[0].value for call in _calls(tree, "LaunchConfiguration") if isinstance(call.args[0], ast.Constant)}
     assert used <= declared, used - declared
+
+
+def test_the_node_declares_the_table(rclpy_context):
+    """The fourth copy: what the perception node itself declares (name, default, read-only), unconfigured."""
+    from xsam_ros.perception_node import PerceptionNode
+
+    node = PerceptionNode(context=rclpy_context)
+    try:
+        for spec in PARAMETERS:
+            expected = list(spec.default) if spec.kind == "string[]" else spec.default
+            value = node.get_parameter(spec.name).value
+            assert (list(value) if spec.kind == "string[]" else value) == expected, spec.name
+            assert node.describe_parameter(spec.name).read_only == spec.read_only, spec.name
+    finally:
+        node.release()
+        node.destroy_node()

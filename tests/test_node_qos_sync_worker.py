@@ -1,5 +1,5 @@
-"""Unit tests of the node's plumbing: QoS selection (pure and against real rclpy publishers),
-the stamp buffer that pairs depth with images, and the inference worker's queueing rules."""
+"""Unit tests of the node's plumbing: QoS selection (pure and against real rclpy publishers) and the
+inference worker's queueing rules and restart (the stamp buffer is in test_node_depth.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
 from xsam_ros.qos import AdaptiveSubscription, choose_reliability, describe_publishers, sensor_qos
-from xsam_ros.sync import StampBuffer
 from xsam_ros.worker import InferenceWorker, Job
 
 RELIABLE, BEST_EFFORT = ReliabilityPolicy.RELIABLE, ReliabilityPolicy.BEST_EFFORT
@@ -79,24 +78,6 @@ def test_adaptive_subscription_follows_real_publishers(rclpy_context, ros_namesp
     finally:
         node.destroy_node()
         other.destroy_node()
-
-
-# -- stamp buffer ---------------------------------------------------------------------------------
-
-
-def test_stamp_buffer_exact_slop_and_capacity():
-    buffer: StampBuffer[str] = StampBuffer(3)
-    for stamp, name in ((100, "a"), (200, "b"), (300, "c"), (400, "d")):
-        buffer.add(stamp, name)
-    assert buffer.stamps() == [200, 300, 400]  # oldest dropped
-    assert buffer.find(300, 0) == (300, "c")
-    assert buffer.find(310, 0) is None
-    assert buffer.find(310, 20) == (300, "c")
-    assert buffer.find(350, 50) == (400, "d")  # tie: the newer one
-    assert buffer.find(100, 50) is None
-    assert buffer.latest() == (400, "d")
-    with pytest.raises(ValueError):
-        StampBuffer(0)
 
 
 # -- worker ---------------------------------------------------------------------------------------
@@ -200,15 +181,15 @@ def test_tracked_command_runs_on_every_new_frame_until_cleared(make_worker):
     recorder = Recorder()
     worker = make_worker(recorder)
     tracked = object()
-    worker.set_tracked(tracked)
+    worker.slot.set_tracked(tracked)
     worker.submit_frame("a")
     assert recorder.wait(1)
     worker.submit_frame("b")
     assert recorder.wait(2)
     assert [b.frame.msg for b in recorder.batches] == ["a", "b"]
     assert all(b.tracked is tracked and not b.jobs for b in recorder.batches)
-    assert worker.still_tracked(tracked)
-    assert worker.clear_tracked() is tracked and not worker.still_tracked(tracked)
+    assert worker.slot.still_tracked(tracked)
+    assert worker.slot.clear_tracked() is tracked and not worker.slot.still_tracked(tracked)
     worker.submit_frame("c")
     assert not recorder.wait(3, timeout=0.3)  # nothing to do with it
 
@@ -233,3 +214,25 @@ def test_handler_exceptions_do_not_kill_the_thread(make_worker):
     while len(calls) < 2 and time.monotonic() < deadline:
         time.sleep(0.01)
     assert [str(e) for e in errors] == ["boom"] and len(calls) == 2
+
+
+def test_the_worker_restarts_and_reports_a_failed_startup():
+    """A lifecycle node starts the worker on every activation: startup runs on the worker thread first."""
+    recorder = Recorder()
+    worker = InferenceWorker(recorder)
+    threads = []
+    worker.start(lambda: threads.append(threading.current_thread().name))
+    assert worker.wait_started(5) and worker.startup_error is None and threads == ["xsam_inference"]
+    worker.submit_job(job("a", worker))
+    worker.submit_frame("1")
+    assert recorder.wait(1)
+    assert worker.stop(5.0)
+    worker.start(lambda: (_ for _ in ()).throw(RuntimeError("no model")))  # a startup that raises
+    assert worker.wait_started(5) and str(worker.startup_error) == "no model"
+    assert worker.stop(5.0)  # the thread ended after the failed startup: no batch is handled
+    worker.submit_job(job("b", worker))
+    worker.submit_frame("2")
+    assert not recorder.wait(2, timeout=0.3)
+    worker.start()  # and it starts again after that
+    assert worker.wait_started(5) and recorder.wait(2)
+    assert worker.stop(5.0)

@@ -1,10 +1,16 @@
-"""Counters, rates and latencies of the node, and the /diagnostics status built from them."""
+"""Counters, rates and latencies of the node, and the /diagnostics status built from them.
+
+``NodeStats`` is updated from the callbacks and the worker; ``node_status`` assembles the node's
+``DiagnosticStatus`` from a ``NodeView`` (what the node is doing: lifecycle state, model, inputs)
+and a stats snapshot. Message types only; no rclpy.
+"""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections import defaultdict, deque
+from dataclasses import dataclass
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
@@ -124,3 +130,100 @@ def diagnostic_array(stamp, statuses: list[DiagnosticStatus]) -> DiagnosticArray
 OK = DiagnosticStatus.OK
 WARN = DiagnosticStatus.WARN
 ERROR = DiagnosticStatus.ERROR
+
+
+@dataclass(frozen=True)
+class NodeView:
+    """What the node reports besides its counters.
+
+    Attributes:
+        node: fully qualified node name ("/xsam/perception_node").
+        lifecycle_state: the managed node's state label ("unconfigured", "inactive", "active",
+            "activating", ...).
+        model_state: "unloaded" (not active), "loading" (activating), "ready", or "failed" (the
+            last activation could not load the model; ``model_error`` says why).
+        enabled: ``~/enable``.
+        image_topic / image_reliability: the image input and its current reliability.
+        no_image_warning_s: after this long without an image an active node warns.
+    """
+
+    node: str
+    lifecycle_state: str
+    model: str
+    model_state: str
+    model_error: str
+    backend: str
+    device: str
+    backend_summary: str
+    enabled: bool
+    image_topic: str
+    image_reliability: str
+    no_image_warning_s: float
+    tracking: str = ""
+    pending_commands: int = 0
+    inference_busy: bool = False
+    frames_skipped: int = 0
+
+
+def node_view(node: str, lifecycle_state: str, values: dict, model_name: str, model_state: str, model_error: str,
+              loaded, enabled: bool, image_sub, worker) -> NodeView:
+    """The NodeView of the perception node from its parts (each may be None before configure / activate).
+
+    ``values``: the node parameters; ``loaded``: ``model.LoadedModel``; ``image_sub``:
+    ``qos.AdaptiveSubscription``; ``worker``: ``worker.InferenceWorker``.
+    """
+    info = loaded.info if loaded is not None else None
+    tracked = worker.slot.tracked if worker is not None else None
+    return NodeView(
+        node, lifecycle_state, model_name, model_state, model_error, info.backend if info else values["backend"],
+        info.device if info else values["device"], info.summary() if info else "", enabled,
+        image_sub.topic if image_sub is not None else "", image_sub.reliability_name if image_sub is not None else "",
+        values["no_image_warning_s"], tracked.job.prompt if tracked is not None else "",
+        worker.pending_count() if worker is not None else 0, bool(worker is not None and worker.busy),
+        worker.frames_skipped if worker is not None else 0)
+
+
+def node_level(view: NodeView, seconds_since_image: float | None) -> tuple[bytes, str]:
+    """(level, message) of the node's status: ERROR without a model after a failed activation, WARN
+    while activating or while active without images, OK otherwise (inactive and disabled are states
+    an operator chose)."""
+    if view.model_state == "failed":
+        return ERROR, f"model not available: {view.model_error}"
+    if view.model_state == "loading":
+        return WARN, f"{view.lifecycle_state}: loading the model"
+    if view.lifecycle_state != "active":
+        return OK, f"{view.lifecycle_state} (lifecycle): not processing; activate to load the model"
+    if not view.enabled:
+        return OK, "disabled (~/enable)"
+    if seconds_since_image is None or seconds_since_image > view.no_image_warning_s:
+        return WARN, f"no image on {view.image_topic}"
+    return OK, "running"
+
+
+def node_status(view: NodeView, snapshot: dict) -> DiagnosticStatus:
+    """The status "xsam_ros: <node>" with the view, every counter, rates and per-stage latency."""
+    since = snapshot["seconds_since_image"]
+    level, message = node_level(view, since)
+    values: dict[str, object] = {
+        "model": view.model,
+        "lifecycle_state": view.lifecycle_state,
+        "model_state": view.model_state,
+        "backend": view.backend,
+        "device": view.device,
+        "backend_summary": view.backend_summary,
+        "enabled": view.enabled,
+        "image_topic": view.image_topic,
+        "image_reliability": view.image_reliability,
+        "input_rate_hz": snapshot["input_rate_hz"],
+        "processing_rate_hz": snapshot["processing_rate_hz"],
+        "seconds_since_image": -1.0 if since is None else since,
+        "tracking": view.tracking,
+        "pending_commands": view.pending_commands,
+        "inference_busy": view.inference_busy,  # a frame is taken: converting, inferring or publishing
+        "frames_skipped": view.frames_skipped,
+    }
+    values.update(snapshot["counters"])
+    for stage, milliseconds in sorted(snapshot["latency_ms"].items()):
+        values[f"latency_ms.{stage}"] = milliseconds
+    values["last_error"] = snapshot["last_error"]
+    return build_status(f"xsam_ros: {view.node}", f"xsam/{view.device}", level, message, values)

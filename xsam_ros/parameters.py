@@ -7,8 +7,14 @@ choices, description and whether it may change at runtime. From it come:
   ``IntegerRange``, ``read_only``, the choices in ``additional_constraints``);
 - value validation with a reason (``validate``), used at start-up and by the node's
   on-set-parameters callback;
-- ``config/perception.yaml`` (``python -m xsam_ros.parameters --yaml``) and the README table
-  (``python -m xsam_ros.parameters --markdown``); a test checks both agree with this table.
+- ``config/perception.yaml`` (``python -m xsam_ros.parameters --yaml``) and the README tables
+  (``--markdown``: every parameter; ``--launch-markdown``: the launch arguments);
+- the launch arguments of ``launch/perception.launch.py`` (``launch_arguments``: name, default,
+  description, choices of every parameter marked ``launch_argument``), which the launch file
+  declares and passes to the node.
+
+A test checks that the YAML file, the README tables, the launch file and the node's declared
+parameters all agree with this table.
 
 This module imports no ROS package at module level, so ``--yaml`` / ``--markdown`` and the
 validation run anywhere.
@@ -47,6 +53,7 @@ class ParameterSpec:
         read_only: True where a change at runtime makes no sense (model, device, topics' QoS);
             set those at start-up (YAML file, launch argument, --ros-args -p).
         exclusive_minimum: the value must be strictly greater than ``minimum``.
+        launch_argument: also a launch argument of launch/perception.launch.py (set per robot).
     """
 
     name: str
@@ -59,6 +66,7 @@ class ParameterSpec:
     read_only: bool = False
     exclusive_minimum: bool = False
     exclusive_maximum: bool = False
+    launch_argument: bool = False
 
     @property
     def range_text(self) -> str:
@@ -77,12 +85,12 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         "model_path", STRING, "",
         "Directory of an X-SAM model written by xsam_engine.checkpoint.save_pretrained "
         "(model.safetensors, config.json, tokenizer files). Empty = the built-in tabletop demo model.",
-        read_only=True),
+        read_only=True, launch_argument=True),
     ParameterSpec(
         "device", STRING, "auto",
         "Where the model runs: auto = cuda when available, else cpu. cuda without a GPU falls back "
         "to cpu with one warning.",
-        choices=("auto", "cpu", "cuda"), read_only=True),
+        choices=("auto", "cpu", "cuda"), read_only=True, launch_argument=True),
     ParameterSpec(
         "cpu_threads", INT, 0,
         "PyTorch threads for CPU inference; 0 = half the CPU cores (at least 1). More threads than "
@@ -93,7 +101,7 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         "Runtime of the image stages: auto = tensorrt with CUDA when installed, else onnxruntime with "
         "its CUDA provider, else torch. A backend that cannot run here falls back "
         "(tensorrt -> onnxruntime -> torch) with one log line; the language model always runs in torch.",
-        choices=("auto", "torch", "onnxruntime", "tensorrt"), read_only=True),
+        choices=("auto", "torch", "onnxruntime", "tensorrt"), read_only=True, launch_argument=True),
     ParameterSpec(
         "engine_cache_dir", STRING, "",
         "Directory for ONNX exports and TensorRT engines (onnxruntime / tensorrt backends). "
@@ -125,16 +133,16 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         "image_reliability", STRING, "auto",
         "Reliability of the image, depth and camera_info subscriptions: auto = best_effort if any "
         "publisher on the topic is best-effort, else reliable (re-checked while running).",
-        choices=("auto", "reliable", "best_effort"), read_only=True),
+        choices=("auto", "reliable", "best_effort"), read_only=True, launch_argument=True),
     ParameterSpec(
         "compressed_input", BOOL, False,
         "Subscribe to <image>/compressed (sensor_msgs/CompressedImage, JPEG/PNG) instead of the raw image.",
-        read_only=True),
+        read_only=True, launch_argument=True),
     ParameterSpec(
         "use_depth", BOOL, True,
         "Subscribe to depth (16UC1 mm or 32FC1 m, registered to the colour image) and camera_info "
         "and publish 3D centroids and extents.",
-        read_only=True),
+        read_only=True, launch_argument=True),
     ParameterSpec(
         "depth_slop_s", FLOAT, 0.02,
         "Largest stamp difference between an image and the depth image paired with it (s); "
@@ -300,6 +308,20 @@ def validate_all(values: Mapping[str, Any]) -> list[str]:
     return errors
 
 
+def apply_changes(values: Mapping[str, Any], changes) -> tuple[dict[str, Any], list[str]]:
+    """(the values with ``changes`` applied, the errors that refuse them all) for an on-set-parameters callback.
+
+    ``changes``: rclpy Parameters (``name``, ``value``); names outside the table are left to rclpy.
+    """
+    proposed = dict(values)
+    for change in changes:
+        if change.name in BY_NAME:
+            value = change.value
+            array = isinstance(value, (list, tuple)) or type(value).__name__ == "array"
+            proposed[change.name] = list(value) if array else value
+    return proposed, validate_all(proposed)
+
+
 def defaults() -> dict[str, Any]:
     return {spec.name: (list(spec.default) if spec.kind == STRING_ARRAY else spec.default) for spec in PARAMETERS}
 
@@ -430,13 +452,61 @@ def to_markdown() -> str:
     return "\n".join(lines) + "\n"
 
 
+# -- launch arguments --------------------------------------------------------------------------
+
+LAUNCH_TYPES = {BOOL: bool, INT: int, FLOAT: float, STRING: str}
+
+
+@dataclass(frozen=True)
+class LaunchArgument:
+    """A launch argument generated from a parameter (DeclareLaunchArgument + ParameterValue).
+
+    Attributes:
+        name / description: the parameter's.
+        default: the parameter's default as launch writes it ("true" / "false" for bools).
+        choices: the allowed values (bools: "true", "false"); None = any value.
+        value_type: the Python type launch_ros converts the argument to (str, bool, int, float).
+    """
+
+    name: str
+    default: str
+    description: str
+    choices: tuple[str, ...] | None
+    value_type: type
+
+
+def launch_arguments() -> tuple[LaunchArgument, ...]:
+    """The launch arguments of every parameter marked ``launch_argument``, in table order."""
+    arguments = []
+    for spec in PARAMETERS:
+        if not spec.launch_argument:
+            continue
+        if spec.kind not in LAUNCH_TYPES:
+            raise ValueError(f"parameter {spec.name} ({spec.kind}) cannot be a launch argument")
+        choices = ("true", "false") if spec.kind == BOOL else (spec.choices or None)
+        arguments.append(LaunchArgument(spec.name, _format(spec.default), spec.description, choices,
+                                        LAUNCH_TYPES[spec.kind]))
+    return tuple(arguments)
+
+
+def to_launch_markdown() -> str:
+    """The README table of the launch arguments generated from this table."""
+    lines = ["| Launch argument | Default | Choices | Description |", "|---|---|---|---|"]
+    for argument in launch_arguments():
+        choices = " \\| ".join(argument.choices) if argument.choices else ""
+        default = f"`{argument.default}`" if argument.default else '`""`'
+        lines.append(f"| `{argument.name}` | {default} | {choices} | {argument.description} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--yaml", action="store_true", help="print config/perception.yaml")
     group.add_argument("--markdown", action="store_true", help="print the README parameter table")
+    group.add_argument("--launch-markdown", action="store_true", help="print the README launch-argument table")
     args = parser.parse_args(argv)
-    sys.stdout.write(to_yaml() if args.yaml else to_markdown())
+    sys.stdout.write(to_yaml() if args.yaml else to_markdown() if args.markdown else to_launch_markdown())
     return 0
 
 

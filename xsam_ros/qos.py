@@ -129,6 +129,10 @@ class AdaptiveSubscription:
         return (f"{self.topic}: publishers are {summary}; subscription switched from "
                 f"{reliability_name(before)} to {reliability_name(wanted)}")
 
+    @property
+    def reliability_name(self) -> str:
+        return reliability_name(self.reliability)
+
     def describe(self) -> str:
         mode = "auto: matched to publishers" if self.setting == "auto" else "forced"
         return f"{self.topic} [{self._msg_type.__name__}, {reliability_name(self.reliability)} ({mode}), depth {self._depth}]"
@@ -146,3 +150,14 @@ def describe_publishers(reliabilities: Iterable[ReliabilityPolicy]) -> str:
     reliable = sum(policy == ReliabilityPolicy.RELIABLE for policy in policies)
     best_effort = sum(policy == ReliabilityPolicy.BEST_EFFORT for policy in policies)
     return f"{reliable} reliable, {best_effort} best-effort"
+
+
+def no_image_warning(subscription: AdaptiveSubscription, seconds: float) -> str:
+    """The warning for ``seconds`` without an image on ``subscription``: its publishers, its QoS, what to check."""
+    publishers = subscription.publisher_reliabilities()
+    hint = ("no publisher: check the topic name / remapping (launch argument image_topic)" if not publishers else
+            "publishers exist but nothing arrives: large images over best-effort Fast DDS need the shared-memory "
+            "profile config/fastdds_large_images.xml on the publisher (README, 'Camera transport')")
+    return (f"No image received on {subscription.topic} for {seconds:.1f} s. Publishers: "
+            f"{describe_publishers(publishers)}; this subscription is {reliability_name(subscription.reliability)}"
+            f" ({subscription.setting}). Hint: {hint}.")

@@ -1,13 +1,18 @@
 """The inference thread: newest frame wins, bounded command queue, tracked command; no ROS calls.
 
 The node's callbacks only hand messages to ``InferenceWorker`` (``submit_frame``,
-``submit_job``) and return. The worker thread first runs ``startup`` (model loading), then
-loops: it waits until a frame newer than the last processed one is there *and* there is
+``submit_job``) and return. ``start(startup)`` starts the thread, which first runs ``startup``
+(the lifecycle node loads its model there, so that inference and loading share one thread;
+``wait_started`` tells the caller how it went) and then loops: it waits until a frame newer than the last processed one is there *and* there is
 something to do with it (a command that arrived before that frame, or a tracked command), takes
 the frame and the ready commands under the lock, and calls ``handler`` outside the lock. A
 frame that arrives while the handler runs replaces any unprocessed one (counted as skipped), so
 the worker never builds a backlog. Commands that see no new frame within ``command_timeout_s``
-are handed to the handler as expired.
+are handed to the handler as expired. ``stop`` ends the thread; ``start`` may be called again
+after it (a lifecycle node deactivated and activated again).
+
+The worker's ``slot`` (``TrackingSlot``) holds the tracked command, under the worker's own lock,
+because a tracked command is what makes a new frame worth taking.
 """
 
 from __future__ import annotations
@@ -78,19 +83,58 @@ class Batch:
     tracked: TrackedCommand | None
 
 
+class TrackingSlot:
+    """Holds the tracked command; thread-safe. ``condition`` (optional) is notified when it is set.
+
+    The node's worker shares its condition with it (a tracked command is what makes a new frame
+    worth taking); ``pipeline.FramePipeline`` sets and clears it; ``~/clear`` clears it.
+    """
+
+    def __init__(self, condition: threading.Condition | None = None) -> None:
+        self._condition = condition or threading.Condition()
+        self._tracked: TrackedCommand | None = None
+
+    @property
+    def tracked(self) -> TrackedCommand | None:
+        with self._condition:
+            return self._tracked
+
+    def set_tracked(self, tracked: TrackedCommand | None) -> None:
+        with self._condition:
+            self._tracked = tracked
+            self._condition.notify_all()
+
+    def clear_tracked(self) -> TrackedCommand | None:
+        """Drop the tracked command; returns it (None if there was none)."""
+        with self._condition:
+            tracked, self._tracked = self._tracked, None
+            return tracked
+
+    def clear_if(self, tracked: TrackedCommand) -> bool:
+        """Drop ``tracked`` if it is still the tracked command; True when it was."""
+        with self._condition:
+            if self._tracked is not tracked:
+                return False
+            self._tracked = None
+            return True
+
+    def still_tracked(self, tracked: TrackedCommand) -> bool:
+        """False once ``tracked`` was cleared or replaced (checked again right before publishing)."""
+        with self._condition:
+            return self._tracked is tracked
+
+
 class InferenceWorker:
     """See the module docstring. Thread-safe; every public method returns immediately."""
 
     def __init__(
         self,
         handler: Callable[[Batch], None],
-        startup: Callable[[], None] | None = None,
         max_pending: int = 8,
         command_timeout_s: Callable[[], float] = lambda: 10.0,
         on_error: Callable[[BaseException], None] | None = None,
     ) -> None:
         self._handler = handler
-        self._startup = startup
         self._max_pending = max_pending
         self._command_timeout_s = command_timeout_s
         self._on_error = on_error
@@ -99,26 +143,39 @@ class InferenceWorker:
         self._seq = 0
         self._last_processed_seq = 0
         self._jobs: deque[Job] = deque()
-        self._tracked: TrackedCommand | None = None
+        self.slot = TrackingSlot(self._condition)  # the tracked command
         self._stopping = False
-        self._started = False
         self.frames_skipped = 0
         self.busy = False
-        self._thread = threading.Thread(target=self._run, name="xsam_inference", daemon=True)
+        self._thread: threading.Thread | None = None
+        self._started = threading.Event()
+        self.startup_error: BaseException | None = None
 
     # -- called from ROS callbacks ------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, startup: Callable[[], None] | None = None) -> None:
+        """Start the thread; it runs ``startup`` first and handles batches only if that returned."""
+        if self._thread is not None and self._thread.is_alive():
+            raise RuntimeError("the inference thread is already running; stop() it first")
+        with self._condition:
+            self._stopping = False
+        self._started.clear()
+        self.startup_error = None
+        self._thread = threading.Thread(target=self._run, args=(startup,), name="xsam_inference", daemon=True)
         self._thread.start()
 
+    def wait_started(self, timeout: float | None = None) -> bool:
+        """True once ``startup`` has finished (successfully or not: see ``startup_error``)."""
+        return self._started.wait(timeout)
+
     def stop(self, timeout: float = 5.0) -> bool:
-        """Ask the thread to finish; True when it did within ``timeout``."""
+        """Ask the thread to finish (after the batch it is handling); True when it did within ``timeout``."""
         with self._condition:
             self._stopping = True
             self._condition.notify_all()
-        if self._thread.is_alive():
+        if self._thread is not None and self._thread.is_alive():
             self._thread.join(timeout)
-        return not self._thread.is_alive()
+        return self._thread is None or not self._thread.is_alive()
 
     @property
     def frame_seq(self) -> int:
@@ -160,31 +217,10 @@ class InferenceWorker:
         with self._condition:
             return len(self._jobs)
 
-    @property
-    def tracked(self) -> TrackedCommand | None:
-        with self._condition:
-            return self._tracked
-
-    def set_tracked(self, tracked: TrackedCommand | None) -> None:
-        with self._condition:
-            self._tracked = tracked
-            self._condition.notify_all()
-
-    def clear_tracked(self) -> TrackedCommand | None:
-        """Drop the tracked command; returns it (None if there was none)."""
-        with self._condition:
-            tracked, self._tracked = self._tracked, None
-            return tracked
-
-    def still_tracked(self, tracked: TrackedCommand) -> bool:
-        """False once ``tracked`` was cleared or replaced (the handler checks before publishing)."""
-        with self._condition:
-            return self._tracked is tracked
-
     # -- the thread -------------------------------------------------------------------------------
 
     def _has_work_locked(self) -> bool:
-        return bool(self._jobs) or self._tracked is not None
+        return bool(self._jobs) or self.slot.tracked is not None
 
     def _next_batch(self) -> Batch | None:
         """Block until there is work; None when stopping."""
@@ -199,24 +235,27 @@ class InferenceWorker:
                 ready = [job for job in self._jobs if new_frame and job.after_seq < frame.seq]
                 expired = [job for job in self._jobs
                            if job not in ready and now - job.received >= timeout_s]
-                if ready or expired or (new_frame and self._tracked is not None):
+                tracked = self.slot.tracked
+                if ready or expired or (new_frame and tracked is not None):
                     for job in ready + expired:
                         self._jobs.remove(job)
-                    use_frame = new_frame and (ready or self._tracked is not None)
+                    use_frame = new_frame and (ready or tracked is not None)
                     if use_frame:
                         self._last_processed_seq = frame.seq
                     self.busy = True
-                    return Batch(frame if use_frame else None, ready, expired, self._tracked if use_frame else None)
+                    return Batch(frame if use_frame else None, ready, expired, tracked if use_frame else None)
                 deadlines = [job.received + timeout_s - now for job in self._jobs]
                 self._condition.wait(timeout=max(0.01, min(deadlines)) if deadlines else None)
 
-    def _run(self) -> None:
-        if self._startup is not None:
-            try:
-                self._startup()
-            except BaseException as error:  # the handler decides what a failed start means
-                if self._on_error is not None:
-                    self._on_error(error)
+    def _run(self, startup: Callable[[], None] | None) -> None:
+        try:
+            if startup is not None:
+                startup()
+        except BaseException as error:  # the caller of start() decides what a failed start means
+            self.startup_error = error
+            return
+        finally:
+            self._started.set()
         while True:
             batch = self._next_batch()
             if batch is None:
