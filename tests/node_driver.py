@@ -196,6 +196,7 @@ class Driver:
         self.instances: list = []
         self.overlays: list = []
         self.markers: list = []
+        self.points: list = []
         self.diagnostics: list = []
         self._subscriptions = {}
         node.create_subscription(InstanceMaskArray, "instances", self._keep(self.instances), reliable)
@@ -224,6 +225,13 @@ class Driver:
 
     def subscribe_markers(self) -> None:
         self.node.create_subscription(self._marker_type, "markers", self._keep(self.markers), self._reliable)
+
+    def subscribe_points(self):
+        """Subscribe to the node's ~/instance_points (kept in ``points``); returns the subscription."""
+        from sensor_msgs.msg import PointCloud2
+
+        return self.node.create_subscription(PointCloud2, "perception_node/instance_points", self._keep(self.points),
+                                             self._reliable)
 
     def latest_status(self):
         """The newest /diagnostics status of the perception node in this driver's namespace, or None."""

@@ -194,6 +194,53 @@ def test_depth_gives_the_centroid_within_a_centimetre(session, scenes):
     assert max(errors) <= MAX_CENTROID_ERROR_M, f"centroid errors (mm) {np.round(np.array(errors) * 1000, 1).tolist()}"
 
 
+def test_instance_points_carry_the_centroid_pixels_only_while_subscribed(session, scene, red_cup):
+    """~/instance_points (README "Topics"): PointCloud2 in the image's optical frame with the image's
+    header, fields x, y, z (float32) and instance_id (uint32), built from the very points of each
+    instance's 3D estimate: as many points as depth_pixels, whose mean is the centroid. Nobody
+    subscribed: no cloud is built (no "point_cloud" stage in the result's timings); subscribed: every
+    result has one (the stage appears)."""
+    node, driver = session
+    frames = scene_frames(driver, scene, 26000, depth_encoding="32FC1")
+    warm_up_depth(driver, frames)
+
+    def ask(first: int):
+        start = len(driver.instances)
+        driver.text_pub.publish(String(data="grasp the red cup"))
+        result = driver.publish_frames_until(
+            frames, lambda: driver.result_for(prompt="grasp the red cup", after=start), TIMEOUT, start=first)
+        assert result is not None and result.success and result.instances[0].has_3d, node.log()[-3000:]
+        return result
+
+    unsubscribed = ask(0)
+    assert "point_cloud" not in stages(unsubscribed)
+    subscription = driver.subscribe_points()
+    # Wait until the node's publisher has matched the subscription (a result before that builds no cloud).
+    assert driver.wait_for(lambda: subscription.get_publisher_count() > 0, 10)
+    result = ask(200)
+    assert "point_cloud" in stages(result)
+    sec, nanosec = result.header.stamp.sec, result.header.stamp.nanosec
+    cloud = driver.wait_for(lambda: next((c for c in driver.points if (c.header.stamp.sec, c.header.stamp.nanosec)
+                                          == (sec, nanosec)), None), 10)
+    assert cloud is not None and cloud.header.frame_id == result.header.frame_id == "camera_color_optical_frame"
+    assert [(f.name, f.offset, f.datatype, f.count) for f in cloud.fields] == [
+        ("x", 0, 7, 1), ("y", 4, 7, 1), ("z", 8, 7, 1), ("instance_id", 12, 6, 1)]  # 7 FLOAT32, 6 UINT32
+    assert (cloud.height, cloud.point_step, cloud.is_dense, cloud.is_bigendian) == (1, 16, True, False)
+    points = np.frombuffer(bytes(cloud.data), np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("id", "<u4")]))
+    (instance,) = result.instances
+    mine = points[points["id"] == instance.id]
+    assert len(points) == len(mine) == cloud.width == instance.depth_pixels
+    mean = np.stack([mine["x"], mine["y"], mine["z"]], axis=1).astype(np.float64).mean(axis=0)
+    np.testing.assert_allclose(mean, [instance.centroid.x, instance.centroid.y, instance.centroid.z], atol=1e-5)
+    rows, cols = np.nonzero(scene.mask(red_cup.instance_id))
+    surface = scene.camera.back_project(cols, rows, scene.depth[rows, cols])
+    from scipy.spatial import cKDTree
+
+    distances, _ = cKDTree(surface).query(np.stack([mine["x"], mine["y"], mine["z"]], axis=1).astype(np.float64))
+    assert (distances <= 0.01).mean() >= 0.95
+    driver.node.destroy_subscription(subscription)
+
+
 def test_tracking_a_moving_object_keeps_one_id_without_the_llm(session):
     node, driver = session
     sequence = generate_sequence(SEQUENCE_SEED, 30, WIDTH, HEIGHT)

@@ -7,7 +7,7 @@ import pytest
 from visualization_msgs.msg import Marker
 from xsam_ros.msg import InstanceMask, InstanceMaskArray
 
-from xsam_ros.markers import ONE_SHOT, TRACKED, delete_all, delete_markers, namespaces, result_markers
+from xsam_ros.markers import ONE_SHOT, TRACKED, MarkerStreams, delete_all, delete_markers, namespaces, result_markers
 
 
 def _result(ids_with_3d, ids_without_3d=(), sec=1):
@@ -70,3 +70,26 @@ def test_delete_helpers():
     markers = delete_markers(header, [5, 2], TRACKED)
     assert [(m.ns, m.id, m.action) for m in markers] == [
         (ns, i, Marker.DELETE) for i in (2, 5) for ns in namespaces(TRACKED)]
+
+
+def test_marker_streams_remember_each_stream_between_results():
+    """What the node's outputs and the bag replay do between results: a stream's first result clears its
+    namespaces; a new tracked command clears the tracked stream again; a stopped tracked command deletes
+    its ids (and, having none, nothing); reset (~/clear) makes every stream start over."""
+    streams = MarkerStreams()
+    first = streams.for_result(_result([1, 2]), ONE_SHOT)
+    assert _keys(first, Marker.DELETEALL) == {(ns, 0) for ns in namespaces(ONE_SHOT)}
+    tracked = streams.for_result(_result([1]), TRACKED)
+    assert _keys(tracked, Marker.DELETEALL) == {(ns, 0) for ns in namespaces(TRACKED)}
+    again = streams.for_result(_result([1], sec=2), TRACKED)
+    assert {m.action for m in again.markers} == {Marker.ADD}
+    streams.start_tracked()
+    assert _keys(streams.for_result(_result([3]), TRACKED), Marker.DELETEALL) == {(ns, 0) for ns in namespaces(TRACKED)}
+    stopped = streams.stop_tracked(_result([]).header)
+    assert [(m.ns, m.id, m.action) for m in stopped.markers] == [(ns, 3, Marker.DELETE) for ns in namespaces(TRACKED)]
+    assert streams.stop_tracked(_result([]).header) is None
+    later = streams.for_result(_result([2], sec=4), ONE_SHOT)  # the one-shot stream still knew {1, 2}
+    assert _keys(later, Marker.DELETE) == {(ns, 1) for ns in namespaces(ONE_SHOT)}
+    streams.reset()
+    assert _keys(streams.for_result(_result([2], sec=5), ONE_SHOT), Marker.DELETEALL) == \
+        {(ns, 0) for ns in namespaces(ONE_SHOT)}

@@ -9,7 +9,7 @@ has its centre at image coordinates (u, v), as ``CameraInfo`` and ``Scene.camera
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -21,12 +21,23 @@ import numpy as np
 MAD_SCALE = 3.0
 SIZE_FACTOR = 1.0
 MIN_BAND_M = 0.05
-# Segmentation masks bleed onto the background at their border. Pixels within the mask's rim
-# (EDGE_FRACTION of the image's larger side, at least MIN_EDGE_PX) that lie behind the median
-# depth by more than max(MAD_SCALE * 1.4826 * MAD, MIN_BEHIND_M) are treated as background.
-# Interior pixels are kept (a cup's inner floor is as deep as the table around it).
-EDGE_FRACTION = 1.0 / 200.0
+# Segmentation masks bleed onto the background at their border. A pixel within the mask's rim
+# (EDGE_FRACTION of the image's larger side, at least MIN_EDGE_PX) is treated as background when
+# it lies clearly behind the object:
+# - behind the median depth by more than max(MAD_SCALE * 1.4826 * MAD, MIN_BEHIND_M), or
+# - it continues the background outside the mask (reached from an unmasked pixel through rim
+#   pixels whose depth changes by at most a smooth surface's step from pixel to pixel,
+#   max(MIN_STEP_M, STEP_FACTOR x the pixel's footprint z / f)) and lies behind the front-most
+#   mask pixel within LOCAL_WINDOW_FACTOR rim widths by more than MIN_BEHIND_M: the table a
+#   cup's mask bled onto. The median alone misses it, because a cup's median is as deep as the
+#   table (its inner floor).
+# Pixels the background does not reach are kept: a cup's inner floor and inner wall are as deep
+# as the table, but its rim (a depth step) separates them from the mask's border.
+EDGE_FRACTION = 1.0 / 100.0
 MIN_EDGE_PX = 2
+LOCAL_WINDOW_FACTOR = 1.5
+MIN_STEP_M = 0.005
+STEP_FACTOR = 3.0
 MIN_BEHIND_M = 0.02
 MIN_VALID_PIXELS = 10
 EXTENT_PERCENTILES = (5.0, 95.0)
@@ -42,6 +53,9 @@ class ObjectGeometry:
         num_points: inlier pixels that contributed.
         num_mask_pixels: pixels of the mask.
         num_valid_depth: mask pixels with valid depth before outlier rejection.
+        points: (num_points, 3) float32 metres, the inlier points themselves (camera optical
+            frame), in the mask's row-major pixel order: what ``centroid`` and ``extent`` were
+            computed from, e.g. for a per-instance point cloud (``xsam_ros.point_clouds``).
     """
 
     centroid: np.ndarray
@@ -49,6 +63,7 @@ class ObjectGeometry:
     num_points: int
     num_mask_pixels: int
     num_valid_depth: int
+    points: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.float32), repr=False)
 
 
 class GeometryError(ValueError):
@@ -207,6 +222,56 @@ def edge_pixels(mask: np.ndarray, width_px: int) -> np.ndarray:
     return mask & ~inner
 
 
+def nearest_front_depth(mask: np.ndarray, depth: np.ndarray, radius_px: int) -> np.ndarray:
+    """(h, w) float32: the smallest depth of ``mask`` pixels within ``radius_px`` (a square window) of each pixel.
+
+    ``mask`` marks the pixels that count (e.g. mask pixels with valid depth); elsewhere the
+    result is a large value (1e9) where no such pixel is near.
+    """
+    import cv2
+
+    values = np.where(mask, depth, np.float32(1e9)).astype(np.float32)
+    if radius_px <= 0:
+        return values
+    kernel = np.ones((2 * radius_px + 1, 2 * radius_px + 1), np.uint8)
+    return cv2.erode(values, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=1e9)
+
+
+def _shifted(array: np.ndarray, dy: int, dx: int, fill) -> np.ndarray:
+    """``array`` moved by (dy, dx): result[r, c] = array[r - dy, c - dx], ``fill`` where that is outside."""
+    result = np.full_like(array, fill)
+    height, width = array.shape
+    result[max(dy, 0):height + min(dy, 0), max(dx, 0):width + min(dx, 0)] = \
+        array[max(-dy, 0):height + min(-dy, 0), max(-dx, 0):width + min(-dx, 0)]
+    return result
+
+
+def background_connected(mask: np.ndarray, depth: np.ndarray, valid: np.ndarray, rim: np.ndarray,
+                         step_m: float, rounds: int) -> np.ndarray:
+    """(h, w) bool: ``rim`` pixels (valid depth) that continue the background outside ``mask``.
+
+    Grown from the valid unmasked pixels into the rim, 8-connected, through pixels whose depth
+    differs from the neighbour's by at most ``step_m``, for at most ``rounds`` pixels (the rim's
+    width and one: the growth crosses the rim but does not run along it around the object).
+    """
+    reached = valid & ~mask
+    found = np.zeros(mask.shape, dtype=bool)
+    candidates = rim & valid
+    neighbours = [(-1, 0), (1, 0), (0, -1), (0, 1)]
+    for _ in range(rounds):
+        new = np.zeros_like(found)
+        for dy, dx in neighbours:
+            near = _shifted(reached, dy, dx, False)
+            with np.errstate(invalid="ignore"):
+                close = np.abs(depth - _shifted(depth, dy, dx, np.nan)) <= step_m
+            new |= candidates & ~found & near & close
+        if not new.any():
+            break
+        found |= new
+        reached = reached | new
+    return found
+
+
 def object_geometry(
     mask: np.ndarray,
     depth: np.ndarray,
@@ -224,8 +289,10 @@ def object_geometry(
     1. far outliers (background seen through holes, flying pixels): outside a band around the
        median (median + MAD, widened to the object's lateral size so that every layer of a deep
        object stays);
-    2. mask bleed: pixels on the mask's rim (``edge_px`` wide; default 1/200 of the depth
-       image's larger side, at least 2) that lie clearly behind the median depth.
+    2. mask bleed: pixels on the mask's rim (``edge_px`` wide; default 1/100 of the depth
+       image's larger side, at least 2) that lie clearly behind the median depth, or behind the
+       object next to them (a depth step of more than MIN_BEHIND_M to the front-most mask pixel
+       within 1.5 rim widths).
     The centroid is the mean of the remaining points: with a perfect mask and clean depth it is
     (nearly) the mean of the object's visible surface.
 
@@ -239,7 +306,7 @@ def object_geometry(
     Returns None when fewer than ``min_points`` pixels have valid depth. Raises GeometryError
     when the sizes do not match or K is unusable.
     """
-    depth = np.asarray(depth)
+    depth = full_depth = np.asarray(depth)
     if depth.ndim != 2:
         raise GeometryError(f"depth must be a 2D array, got shape {depth.shape}")
     mask = np.asarray(mask, dtype=bool)
@@ -255,31 +322,45 @@ def object_geometry(
             raise GeometryError(
                 f"mask crop {mask.shape[1]}x{mask.shape[0]} at ({x0}, {y0}) does not fit the "
                 f"{depth.shape[1]}x{depth.shape[0]} depth image")
-        depth = depth[y0:y0 + height, x0:x0 + width]
     matrix = check_camera_matrix(k)
     if edge_px is None:
-        edge_px = max(MIN_EDGE_PX, int(round(max(depth.shape) * EDGE_FRACTION)))
-    edges = edge_pixels(mask, edge_px)
-    rows, cols = np.nonzero(mask)
-    z = depth[rows, cols].astype(np.float64)
-    on_edge = edges[rows, cols]
-    good = valid_depth(z, min_depth_m, max_depth_m)
+        edge_px = max(MIN_EDGE_PX, int(round(max(full_depth.shape) * EDGE_FRACTION)))
+    # The crop with a margin of the background around it (the rim's bleed test looks outside the mask).
+    margin = edge_px + 1
+    top, left = max(0, y0 - margin), max(0, x0 - margin)
+    bottom = min(full_depth.shape[0], y0 + mask.shape[0] + margin)
+    right = min(full_depth.shape[1], x0 + mask.shape[1] + margin)
+    around = np.asarray(full_depth[top:bottom, left:right], dtype=np.float32)
+    padded = np.zeros(around.shape, dtype=bool)
+    padded[y0 - top:y0 - top + mask.shape[0], x0 - left:x0 - left + mask.shape[1]] = mask
+    valid = valid_depth(around, min_depth_m, max_depth_m)
+    rows, cols = np.nonzero(padded)
+    z = around[rows, cols].astype(np.float64)
+    good = valid[rows, cols]
     num_valid = int(good.sum())
     if num_valid < min_points:
         return None
-    rows, cols, z, on_edge = rows[good], cols[good], z[good], on_edge[good]
+    rows, cols, z = rows[good], cols[good], z[good]
     # Lateral size (m) of the mask's box at the median depth.
     diagonal_px = float(np.hypot(cols.max() - cols.min() + 1, rows.max() - rows.min() + 1))
-    lateral_size_m = diagonal_px * float(np.median(z)) / max(matrix[0, 0], matrix[1, 1])
+    focal = max(matrix[0, 0], matrix[1, 1])
+    lateral_size_m = diagonal_px * float(np.median(z)) / focal
     keep = inlier_depths(z, lateral_size_m)
     if int(keep.sum()) < min_points:
         return None
     median = np.median(z[keep])
     spread = MAD_SCALE * 1.4826 * np.median(np.abs(z[keep] - median))
-    bleed = on_edge & (z - median > max(spread, MIN_BEHIND_M))
+    rim = edge_pixels(padded, edge_px)
+    bleed = rim[rows, cols] & (z - median > max(spread, MIN_BEHIND_M))
+    if edge_px > 0:
+        step_m = max(MIN_STEP_M, STEP_FACTOR * float(median) / focal)
+        outside = background_connected(padded, around, valid, rim, step_m, edge_px + 1)[rows, cols]
+        front = nearest_front_depth(padded & valid, around, int(np.ceil(LOCAL_WINDOW_FACTOR * edge_px)))[rows, cols]
+        bleed |= outside & (z - front > MIN_BEHIND_M)
     if int((keep & ~bleed).sum()) >= min_points:
         keep &= ~bleed
-    points = back_project(cols[keep] + x0, rows[keep] + y0, z[keep], matrix)
+    rows, cols = rows + top, cols + left
+    points = back_project(cols[keep], rows[keep], z[keep], matrix)
     low, high = np.percentile(points, EXTENT_PERCENTILES, axis=0)
     return ObjectGeometry(
         centroid=points.mean(axis=0),
@@ -287,4 +368,5 @@ def object_geometry(
         num_points=int(keep.sum()),
         num_mask_pixels=int(mask.sum()),
         num_valid_depth=num_valid,
+        points=points.astype(np.float32),
     )

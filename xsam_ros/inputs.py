@@ -83,7 +83,8 @@ class Inputs:
             node.create_timer(0.5, self._watch_images)]
         inputs += [f"commands on {name('command')} [SegmentationCommand] and {name('command_text')} [String]",
                    f"clicks on {image}_mouse_left [Point] and {name('clicked_point')} [PointStamped, pixels]"]
-        outputs = ", ".join(name(topic) for topic in ("instances", "overlay", "markers")) + ", /diagnostics"
+        outputs = ", ".join(name(topic) for topic in ("instances", "overlay", "markers", "~/instance_points"))
+        outputs += ", /diagnostics"
         self._logger.info("Active. Waiting for " + "; ".join(inputs) + f". Publishing {outputs}.")
 
     def destroy(self) -> None:

@@ -102,3 +102,32 @@ def result_markers(
         text.text = f"#{instance.id} {instance.label} {instance.score:.2f}"
         markers.extend((sphere, cube, text))
     return MarkerArray(markers=markers), ids
+
+
+class MarkerStreams:
+    """The ids each stream last published: what ``result_markers`` and ``delete_markers`` need between results.
+
+    The node's outputs and the bag replay keep one each, so that both emit the same marker sequence.
+    Not thread-safe (the node holds its publish lock around it).
+    """
+
+    def __init__(self) -> None:
+        self._ids: dict[str, frozenset[int] | None] = dict.fromkeys(STREAMS)  # None = clear the stream first
+
+    def reset(self) -> None:
+        """Forget every stream (after ``~/clear``'s DELETEALL): the next result clears its stream first."""
+        self._ids = dict.fromkeys(STREAMS)
+
+    def start_tracked(self) -> None:
+        """A new tracked command's first result is next: it clears the previous tracked markers."""
+        self._ids[TRACKED] = None
+
+    def for_result(self, result_msg, stream: str) -> MarkerArray:
+        """The markers of an InstanceMaskArray in ``stream`` (ONE_SHOT or TRACKED); remembers its ids."""
+        markers, self._ids[stream] = result_markers(result_msg, self._ids[stream], stream)
+        return markers
+
+    def stop_tracked(self, header) -> MarkerArray | None:
+        """DELETE markers of the tracked stream (a failed continuous command stopped it); None if it had none."""
+        ids, self._ids[TRACKED] = self._ids[TRACKED], None
+        return MarkerArray(markers=delete_markers(header, ids, TRACKED)) if ids else None

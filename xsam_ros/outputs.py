@@ -1,8 +1,8 @@
-"""The node's result topics: publishing the frame pipeline's outcomes as instances, overlay and markers.
+"""The node's result topics: publishing the frame pipeline's outcomes as instances, overlay, markers and clouds.
 
-``Outputs`` owns the three lifecycle publishers (``instances``, ``overlay``, ``markers``; they
-publish only while the node is active), the marker ids last published per stream (one-shot and
-tracked, ``markers.ONE_SHOT`` / ``TRACKED``), ``~/enable``'s flag and the lock under which
+``Outputs`` owns the four lifecycle publishers (``instances``, ``overlay``, ``markers``,
+``~/instance_points``; they publish only while the node is active), the marker ids last published
+per stream (``markers.MarkerStreams``: one-shot and tracked), ``~/enable``'s flag and the lock under which
 results are published and under which ``~/clear``, ``~/enable`` and a failed continuous command
 change what may be published:
 
@@ -10,20 +10,25 @@ change what may be published:
   stale result or marker after ``~/clear``'s DELETEALL);
 - while disabled nothing is published; a command's own answer becomes an error saying so;
 - a failed continuous command that stopped the tracked one deletes that one's markers.
+
+The overlay, the markers and the per-instance point cloud (``point_clouds``: the inlier points of
+each instance's 3D estimate, x / y / z / instance_id) are built only while someone subscribes; the
+cloud's build time is the ``point_cloud`` stage of the result's ``timings``.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 
+from sensor_msgs.msg import Image, PointCloud2
 from std_msgs.msg import Header
 from visualization_msgs.msg import MarkerArray
 from xsam_ros.msg import InstanceMaskArray
 
-from sensor_msgs.msg import Image
-
-from .markers import ONE_SHOT, STREAMS, TRACKED, delete_all, delete_markers, result_markers
+from .markers import ONE_SHOT, TRACKED, MarkerStreams, delete_all
 from .pipeline import FramePipeline, Outcome
+from .point_clouds import instance_cloud_msg
 from .qos import MARKER_QOS, RESULT_QOS, VISUALISATION_QOS
 
 
@@ -44,12 +49,13 @@ class Outputs:
         self.instances = node.create_lifecycle_publisher(InstanceMaskArray, "instances", RESULT_QOS)
         self.overlay = node.create_lifecycle_publisher(Image, "overlay", VISUALISATION_QOS)
         self.markers = node.create_lifecycle_publisher(MarkerArray, "markers", MARKER_QOS)
+        self.points = node.create_lifecycle_publisher(PointCloud2, "~/instance_points", VISUALISATION_QOS)
         self.lock = threading.RLock()
         self.enabled = True
-        self._marker_ids: dict[str, frozenset[int] | None] = dict.fromkeys(STREAMS)  # None = clear the stream first
+        self._streams = MarkerStreams()
 
     def destroy(self) -> None:
-        for publisher in (self.instances, self.overlay, self.markers):
+        for publisher in (self.instances, self.overlay, self.markers, self.points):
             self._node.destroy_lifecycle_publisher(publisher)
 
     def set_enabled(self, enabled: bool) -> None:
@@ -60,7 +66,7 @@ class Outputs:
         """Drop the tracked command (returned, or None) and delete every marker (one DELETEALL)."""
         with self.lock:  # a tracked result computed before this is published before the DELETEALL or not at all
             tracked = self._slot.clear_tracked()
-            self._marker_ids = dict.fromkeys(STREAMS)
+            self._streams.reset()
             if self.markers.get_subscription_count() > 0:
                 self.markers.publish(MarkerArray(markers=[delete_all(header)]))
         return tracked
@@ -69,6 +75,12 @@ class Outputs:
         """Publish one answer of the pipeline (see the module docstring for what is dropped)."""
         if not outcome.success:
             return self._publish_error(outcome)
+        cloud = None
+        if self.points.get_subscription_count() > 0:
+            started = time.perf_counter()
+            cloud = instance_cloud_msg(outcome.header, [instance.instance_id for instance in outcome.instances],
+                                       outcome.geometries)
+            outcome.seconds["point_cloud"] = time.perf_counter() - started
         message = outcome.to_msg(self._label_image())
         overlay = outcome.overlay_msg() if self.overlay.get_subscription_count() > 0 else None
         tracked = outcome.tracked
@@ -84,14 +96,14 @@ class Outputs:
                     self._publish_error(self._pipeline.fail(outcome.job, text, outcome.header, outcome.image_size))
                 return
             if tracked is not None and not outcome.tracking:
-                self._marker_ids[TRACKED] = None  # a new tracked command: clear the previous one's markers
+                self._streams.start_tracked()  # a new tracked command: clear the previous one's markers
             self.instances.publish(message)
             if overlay is not None:
                 self.overlay.publish(overlay)
-            stream = ONE_SHOT if tracked is None else TRACKED
+            if cloud is not None:
+                self.points.publish(cloud)
             if current and self.markers.get_subscription_count() > 0:
-                markers, self._marker_ids[stream] = result_markers(message, self._marker_ids[stream], stream)
-                self.markers.publish(markers)
+                self.markers.publish(self._streams.for_result(message, ONE_SHOT if tracked is None else TRACKED))
         self._stats.record_stages(outcome.seconds)
         self._stats.count("results_published")
         if outcome.tracking:
@@ -100,9 +112,9 @@ class Outputs:
     def _publish_error(self, outcome: Outcome) -> None:
         if outcome.stopped is not None:  # a failed continuous command stopped the tracked one: its markers go
             with self.lock:
-                ids, self._marker_ids[TRACKED] = self._marker_ids[TRACKED], None
-                if ids and self.markers.get_subscription_count() > 0:
-                    self.markers.publish(MarkerArray(markers=delete_markers(outcome.header, ids, TRACKED)))
+                deletions = self._streams.stop_tracked(outcome.header)
+                if deletions is not None and self.markers.get_subscription_count() > 0:
+                    self.markers.publish(deletions)
             self._node.get_logger().warning(
                 f"Stopped tracking {outcome.stopped.job.prompt[:80]!r}: a newer continuous command failed.")
         self.instances.publish(outcome.to_msg())
