@@ -60,7 +60,20 @@ def test_default_vocabulary_matches_the_demo_model_classes():
     ("max_instances", 2.5, "must be an integer"),
     ("max_instances", True, "must be an integer"),
     ("device", "gpu", "device must be one of auto, cpu, cuda; got 'gpu'"),
-    ("backend", "openvino", "must be one of auto, torch, onnxruntime, tensorrt"),
+    ("backend", "openvino", "must be one of auto, torch, onnxruntime, tensorrt, triton"),
+    # triton_url: the engine's "host:port" rule (xsam_engine/triton/address.py), checked at start-up
+    ("triton_url", "grpc://gpu-server:8001", "triton_url must be 'host:port' without a scheme or spaces (e.g. "
+     "'gpu-server:8001' for gRPC, 'gpu-server:8000' for HTTP), got 'grpc://gpu-server:8001'; choose the protocol "
+     "with triton_protocol"),
+    ("triton_url", "gpu-server", "triton_url must end in ':port' with a port in 1..65535"),
+    ("triton_url", "gpu-server:70000", "with a port in 1..65535"),
+    ("triton_url", "gpu-server:80a", "with a port in 1..65535"),
+    ("triton_url", "", "triton_url must be 'host:port'"),
+    ("triton_url", " gpu-server:8001", "without a scheme or spaces"),
+    ("triton_protocol", "https", "triton_protocol must be one of grpc, http; got 'https'"),
+    ("triton_timeout_s", 0.0, "triton_timeout_s must be in (0.0, 600.0], got 0.0"),
+    ("triton_timeout_s", -1.0, "must be in (0.0, 600.0]"),
+    ("triton_fallback", "yes", "must be a bool"),
     ("image_reliability", "sometimes", "must be one of auto, reliable, best_effort"),
     ("compressed_input", "yes", "must be a bool"),
     ("default_vocabulary", ["cup", ""], "default_vocabulary contains an empty name"),
@@ -73,6 +86,11 @@ def test_default_vocabulary_matches_the_demo_model_classes():
 ])
 def test_bad_values_are_rejected_with_a_reason(name, value, reason):
     assert reason in validate(name, value)
+
+
+@pytest.mark.parametrize("url", ["127.0.0.1:8001", "gpu-server:8000", "gpu-server.lab.example:443", "[::1]:8001"])
+def test_triton_url_accepts_host_and_port(url):
+    assert validate("triton_url", url) is None
 
 
 def test_depth_range_must_be_ordered():
@@ -95,6 +113,9 @@ def test_descriptors_carry_description_range_and_read_only():
     assert parameters.descriptor(BY_NAME["default_vocabulary"]).type == ParameterType.PARAMETER_STRING_ARRAY
     read_only = {spec.name for spec in PARAMETERS if spec.read_only}
     assert {"model_path", "device", "backend", "image_reliability", "compressed_input", "use_depth"} <= read_only
+    # The predictor built at activation holds its server connection: a change could only apply at the next
+    # activation, so ros2 param set refuses it instead of accepting a value that does nothing.
+    assert {"triton_url", "triton_protocol", "triton_timeout_s", "triton_fallback"} <= read_only
     assert not read_only & {"score_threshold", "mask_threshold", "max_instances", "tracking_min_iou"}
 
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
+from .triton_watch import ServerStatus
+
 RATE_WINDOW_S = 10.0
 LATENCY_WINDOW = 50
 
@@ -145,6 +147,8 @@ class NodeView:
         enabled: ``~/enable``.
         image_topic / image_reliability: the image input and its current reliability.
         no_image_warning_s: after this long without an image an active node warns.
+        triton_server: backend triton: the server ("grpc://host:port"; "" for the local backends).
+        server: backend triton while active: the ``triton_watch.ServerStatus``; None otherwise.
     """
 
     node: str
@@ -163,36 +167,48 @@ class NodeView:
     pending_commands: int = 0
     inference_busy: bool = False
     frames_skipped: int = 0
+    triton_server: str = ""
+    server: ServerStatus | None = None
 
 
 def node_view(node: str, lifecycle_state: str, values: dict, model_name: str, model_state: str, model_error: str,
-              loaded, enabled: bool, image_sub, worker) -> NodeView:
+              loaded, enabled: bool, image_sub, worker, server: ServerStatus | None = None) -> NodeView:
     """The NodeView of the perception node from its parts (each may be None before configure / activate).
 
     ``values``: the node parameters; ``loaded``: ``model.LoadedModel``; ``image_sub``:
-    ``qos.AdaptiveSubscription``; ``worker``: ``worker.InferenceWorker``.
+    ``qos.AdaptiveSubscription``; ``worker``: ``worker.InferenceWorker``; ``server``: the Triton
+    server's status (``triton_watch.ServerWatch.status()``).
     """
     info = loaded.info if loaded is not None else None
     tracked = worker.slot.tracked if worker is not None else None
+    triton_server = ""
+    if server is not None:
+        triton_server = server.url
+    elif values["backend"] == "triton":  # not connected (yet): the server the parameters name
+        triton_server = f"{values['triton_protocol']}://{values['triton_url']}"
     return NodeView(
         node, lifecycle_state, model_name, model_state, model_error, info.backend if info else values["backend"],
         info.device if info else values["device"], info.summary() if info else "", enabled,
         image_sub.topic if image_sub is not None else "", image_sub.reliability_name if image_sub is not None else "",
         values["no_image_warning_s"], tracked.job.prompt if tracked is not None else "",
         worker.pending_count() if worker is not None else 0, bool(worker is not None and worker.busy),
-        worker.frames_skipped if worker is not None else 0)
+        worker.frames_skipped if worker is not None else 0, triton_server, server)
 
 
 def node_level(view: NodeView, seconds_since_image: float | None) -> tuple[bytes, str]:
     """(level, message) of the node's status: ERROR without a model after a failed activation, WARN
     while activating or while active without images, OK otherwise (inactive and disabled are states
-    an operator chose)."""
+    an operator chose). Backend triton while active: ERROR while the server is unreachable and
+    commands fail, WARN while the image stages run on the local fallback (``triton_fallback``),
+    whether or not the node is enabled."""
     if view.model_state == "failed":
         return ERROR, f"model not available: {view.model_error}"
     if view.model_state == "loading":
         return WARN, f"{view.lifecycle_state}: loading the model"
     if view.lifecycle_state != "active":
         return OK, f"{view.lifecycle_state} (lifecycle): not processing; activate to load the model"
+    if view.server is not None and not view.server.healthy:
+        return (WARN if view.server.fallback else ERROR), view.server.describe()
     if not view.enabled:
         return OK, "disabled (~/enable)"
     if seconds_since_image is None or seconds_since_image > view.no_image_warning_s:
@@ -221,6 +237,10 @@ def node_status(view: NodeView, snapshot: dict) -> DiagnosticStatus:
         "pending_commands": view.pending_commands,
         "inference_busy": view.inference_busy,  # a frame is taken: converting, inferring or publishing
         "frames_skipped": view.frames_skipped,
+        # backend triton: the server, "ready" / "unreachable" / "fallback" while active, and why it is not used
+        "triton_server": view.triton_server,
+        "triton_state": view.server.state if view.server is not None else "",
+        "triton_error": view.server.error if view.server is not None else "",
     }
     values.update(snapshot["counters"])
     for stage, milliseconds in sorted(snapshot["latency_ms"].items()):

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from xsam_engine.requests import THRESHOLD_RANGES, check_threshold, normalise_names
+from xsam_engine.triton.address import url_problem
 
 # Classes of the built-in tabletop demo model (xsam_engine.tabletop.catalog); a test keeps
 # them in sync without importing the engine here.
@@ -100,8 +101,10 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         "backend", STRING, "auto",
         "Runtime of the image stages: auto = tensorrt with CUDA when installed, else onnxruntime with "
         "its CUDA provider, else torch. A backend that cannot run here falls back "
-        "(tensorrt -> onnxruntime -> torch) with one log line; the language model always runs in torch.",
-        choices=("auto", "torch", "onnxruntime", "tensorrt"), read_only=True, launch_argument=True),
+        "(tensorrt -> onnxruntime -> torch) with one log line; the language model always runs in torch "
+        "(on device). triton = on the Triton Inference Server at triton_url (docs/fleet.md), never "
+        "silently elsewhere: see triton_fallback.",
+        choices=("auto", "torch", "onnxruntime", "tensorrt", "triton"), read_only=True, launch_argument=True),
     ParameterSpec(
         "engine_cache_dir", STRING, "",
         "Directory for ONNX exports and TensorRT engines (onnxruntime / tensorrt backends). "
@@ -128,6 +131,28 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         "max_workspace_size", INT, 0,
         "TensorRT only: builder workspace limit in bytes; 0 = the engine builder's default.",
         minimum=0, maximum=2**40, read_only=True),
+    ParameterSpec(
+        "triton_url", STRING, "127.0.0.1:8001",
+        "Triton only: the server as host:port, no scheme (tritonserver's ports: 8001 gRPC, 8000 "
+        "HTTP). Its models must serve this model's weights (python -m xsam_engine.export "
+        "--triton-repository); activation fails with the reason otherwise.",
+        read_only=True, launch_argument=True),
+    ParameterSpec(
+        "triton_protocol", STRING, "grpc",
+        "Triton only: how to reach the server; http needs triton_url on the HTTP port (8000 by default).",
+        choices=("grpc", "http"), read_only=True),
+    ParameterSpec(
+        "triton_timeout_s", FLOAT, 5.0,
+        "Triton only: limit of every request to the server and of the health check (s); a server "
+        "that does not answer in time counts as unreachable.",
+        minimum=0.0, maximum=600.0, exclusive_minimum=True, read_only=True),
+    ParameterSpec(
+        "triton_fallback", BOOL, False,
+        "Triton only: while the server is unreachable (at activation too), run the image stages on "
+        "the local backend auto picks (diagnostics WARN) and return to the server when it is back. "
+        "false = commands fail with an error naming the server (diagnostics ERROR), and an unreachable "
+        "server fails the activation.",
+        read_only=True),
     # -- inputs --------------------------------------------------------------------------------
     ParameterSpec(
         "image_reliability", STRING, "auto",
@@ -264,7 +289,7 @@ def validate(name: str, value: Any) -> str | None:
             return f"{name} must be a string, got {value!r}"
         if spec.choices and value not in spec.choices:
             return f"{name} must be one of {', '.join(spec.choices)}; got {value!r}"
-        return None
+        return _extra_check(spec, value)
     if kind == STRING_ARRAY:
         if not isinstance(value, (list, tuple)) or not all(isinstance(item, str) for item in value):
             return f"{name} must be a list of strings, got {value!r}"
@@ -288,7 +313,9 @@ def validate(name: str, value: Any) -> str | None:
 
 def _extra_check(spec: ParameterSpec, value: Any) -> str | None:
     """The rule a range cannot express: class names follow the engine's request rule; a threshold
-    that is set (>= 0) must be inside the engine's range for it."""
+    that is set (>= 0) must be inside the engine's range for it; triton_url is "host:port" (the engine's rule)."""
+    if spec.name == "triton_url":
+        return url_problem(value) or None
     try:
         if spec.kind == STRING_ARRAY:
             normalise_names(value, spec.name)

@@ -8,6 +8,12 @@ worker thread and subscribes; a model that cannot load returns ERROR with the re
 /diagnostics), and ``on_error`` releases everything so the node is unconfigured again (fix the model,
 then configure and activate); ``on_deactivate`` answers waiting commands, stops the worker and frees
 the model. README "Lifecycle", "Architecture".
+
+With ``backend`` triton the image stages run on a Triton server: one that is unreachable or cannot
+serve the model at activation fails it like a model that cannot load (unless ``triton_fallback``);
+once active, the node stays active whatever the server does: commands fail with an error naming
+the server while it is down, ``triton_watch.ServerWatch`` keeps /diagnostics current (ERROR, or
+WARN on the fallback), and the stages reconnect by themselves when it is back. README "Fleet / Triton".
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from .outputs import Outputs
 from .pipeline import FrameInput, FramePipeline, PipelineSettings
 from .qos import DIAGNOSTICS_QOS
 from .reporting import EngineLogHandler, NodeReporter, Problem, with_traceback
+from .triton_watch import ServerStatus, ServerWatch
 from .worker import Batch, InferenceWorker, Job
 
 NODE_NAME = "perception_node"
@@ -65,6 +72,7 @@ class PerceptionNode(LifecycleNode):
         self._stats = diagnostics.NodeStats()
         self._reporter = NodeReporter(self.get_logger(), self._stats)
         self._loaded, self._model_state, self._model_error, self._last_header = None, "unloaded", "", None
+        self._server_watch: ServerWatch | None = None  # backend triton while active
         self._worker = self._pipeline = self._outputs = self._inputs = None
         self._state_services: list = []
         self._image_topic = self.resolve_topic_name("image")
@@ -135,6 +143,9 @@ class PerceptionNode(LifecycleNode):
         loaded = model.load_model(self._params)
         if loaded.fallback_warning():
             self.get_logger().warning(loaded.fallback_warning())
+        if loaded.info.backend == "triton":  # /diagnostics follows the server also while no command runs
+            self._server_watch = ServerWatch(loaded.predictor.stages, loaded.info.local_backend,
+                                             self._params["diagnostics_period_s"], self._on_server_change).start()
         self._pipeline.predictor, self._loaded = loaded.predictor, loaded
         self.get_logger().info(loaded.describe(model.model_name(self._params)))
 
@@ -151,7 +162,12 @@ class PerceptionNode(LifecycleNode):
         if not self._worker.stop(STOP_TIMEOUT_S):
             self.get_logger().warning(f"The inference thread did not stop within {STOP_TIMEOUT_S:.0f} s.")
         self._outputs.clear(self._answer_header(None)) if publishing else self._worker.slot.clear_tracked()  # markers go
+        if self._server_watch is not None:
+            self._server_watch.stop(self._params["triton_timeout_s"] + 1.0)
+            self._server_watch = None
         device = self._loaded.info.device if self._loaded is not None else ""
+        if self._loaded is not None:
+            model.close_stages(self._loaded.predictor)
         self._pipeline.predictor, self._loaded = None, None
         self._model_state = "failed" if self._model_state == "failed" else "unloaded"
         model.release_model(device)
@@ -244,11 +260,21 @@ class PerceptionNode(LifecycleNode):
         self.get_logger().info(f"~/clear: {response.message}.")
         return response
 
+    def _on_server_change(self, status: ServerStatus) -> None:
+        """Watch thread: one log line when the Triton server goes away and one when it is back."""
+        if status.healthy:
+            self.get_logger().info(f"Triton server {status.url} is ready again; the image stages run there.")
+        else:
+            self._stats.error(status.error)
+            self.get_logger().error(f"{status.describe()}: {status.error}")
+
     def _publish_diagnostics(self) -> None:
+        watch = self._server_watch
         view = diagnostics.node_view(
             self.get_fully_qualified_name(), self._state_machine.current_state[1], self._params,
             model.model_name(self._params), self._model_state, self._model_error, self._loaded,
-            self._outputs is None or self._outputs.enabled, self._inputs and self._inputs.image, self._worker)
+            self._outputs is None or self._outputs.enabled, self._inputs and self._inputs.image, self._worker,
+            watch.status() if watch is not None else None)
         status = diagnostics.node_status(view, self._stats.snapshot())
         # Diagnostics describe the node at this moment, not an image: stamped with the node's clock.
         self._diagnostics_pub.publish(diagnostics.diagnostic_array(self.get_clock().now().to_msg(), [status]))

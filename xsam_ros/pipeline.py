@@ -20,6 +20,10 @@ Rules (README "Topics", "How commands are answered", "Thresholds"):
   (``worker.TrackingSlot``), replacing the previous one; every later frame reuses its
   condition (``predictor.decode``). A continuous command that fails, for any reason, stops the
   tracked command that arrived before it (``fail``), as a successful one would have replaced it;
+- an engine error answers the command with its text: a ValueError says what to fix in the
+  request; a ``TritonServerError`` (backend triton: the server is unreachable or refused) names
+  the server (logged once per 5 s per kind, no traceback); anything else is logged with its
+  traceback;
 - 3D per instance from the frame's registered depth (``depth.DepthPairer``,
   ``depth.instance_geometry``), when a depth source is given.
 
@@ -39,6 +43,7 @@ from sensor_msgs.msg import CompressedImage
 
 from xsam_engine.commands import is_tracking_command
 from xsam_engine.requests import MAX_TEXT_LENGTH
+from xsam_engine.triton.errors import TritonServerError
 
 from . import conversions
 from .conversions import ConversionError, ThresholdOverrides
@@ -331,6 +336,10 @@ class FramePipeline:
         if isinstance(error, ValueError):
             text = str(error)  # the engine's messages say what to fix
             self._report.error(text)
+        elif isinstance(error, TritonServerError):  # the server, not a bug here: its message names it, no traceback
+            text = str(error)
+            self._report.problem(Problem("error", f"triton:{type(error).__name__}", "Inference failed: " + text,
+                                         last_error=text))
         else:
             text = f"{type(error).__name__}: {error}"
             self._report.problem(Problem("error", f"engine:{type(error).__name__}",

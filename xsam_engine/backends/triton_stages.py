@@ -8,12 +8,13 @@ The server serves the repository written by `python -m xsam_engine.export --trit
 
 * Protocols: gRPC (default; `tritonclient.grpc`) or HTTP (`tritonclient.http`).
 * Start-up: the server and every model (`GRAPH_NAMES`) must be ready, and each model's
-  `xsam_fingerprint` parameter must equal this model's fingerprint; otherwise a RuntimeError
+  `xsam_fingerprint` parameter must equal this model's fingerprint; otherwise a `TritonServerError`
   names the server, the missing or foreign model(s) and the fix.
 * Per request: `timeout_s` bounds every call (gRPC deadline / HTTP network timeout).
 * Server restart: a call that fails for connection reasons drops the client, makes a new one and
   tries once more (a gRPC channel would otherwise wait out its reconnect back-off, which grows
-  to minutes); if that fails too, `TritonUnavailableError` (a RuntimeError) names the server URL.
+  to minutes); if that fails too, `TritonUnavailableError` (a `TritonServerError`, a RuntimeError;
+  `xsam_engine/triton/errors.py`) names the server URL.
   The next call tries again, so the stages recover as soon as the server is back.
 * Tracked frames (`frame_ensemble`, default on): `encode_mask_image` / `encode_pixels` only keep
   the pixels, and `decode` sends them with the condition to the server's `xsam_frame` ensemble
@@ -21,6 +22,8 @@ The server serves the repository written by `python -m xsam_engine.export --trit
   never cross the network (released model: 25.7 MB per frame instead of 233 MB). The SAM tokens
   for the LLM are fetched from `mask_encoder` only when a command needs them. The predictor's
   stage timings then show the whole frame under "decoder".
+* Health (`ServerProbe`): "is the server ready?" on a client of its own, for a monitor beside
+  inference (the ROS node's /diagnostics).
 * Fallback (only when given): while the server is unreachable, the graphs run on `fallback`
   (local ONNX Runtime / TensorRT / PyTorch graphs) and the server is retried every
   `retry_interval_s`. Without one, errors propagate: nothing is silently computed elsewhere.
@@ -38,6 +41,8 @@ import torch
 
 from ..export.graphs import GRAPH_NAMES, GraphSpec, graph_specs
 from ..modeling_outputs import MaskEncoderOutput, PixelDecoderOutput, SegDecoderOutput
+from ..triton.address import url_problem
+from ..triton.errors import TritonServerError, TritonUnavailableError
 from ..triton.repository import FINGERPRINT_PARAMETER, FRAME_MODEL
 from .common import AcceleratedMaskEncoderOutput, ExportedGraphStages
 
@@ -47,13 +52,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 PROTOCOLS = ("grpc", "http")
-DEFAULT_PORTS = {"grpc": 8001, "http": 8000}
 # gRPC status codes that mean "the server is not there" (anything else is an answer from it).
 _UNREACHABLE_STATUS = ("StatusCode.UNAVAILABLE",)
-
-
-class TritonUnavailableError(RuntimeError):
-    """The Triton server could not be reached (connection refused, reset, or timed out)."""
 
 
 @dataclass(frozen=True)
@@ -85,11 +85,9 @@ class TritonOptions:
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"triton protocol must be one of {PROTOCOLS}, got {self.protocol!r}.")
-        if "://" in self.url or not self.url.strip():
-            raise ValueError(
-                f"triton_url must be 'host:port' without a scheme (e.g. 'gpu-server:{DEFAULT_PORTS[self.protocol]}'), "
-                f"got {self.url!r}; choose the protocol with triton_protocol."
-            )
+        problem = url_problem(self.url)
+        if problem:
+            raise ValueError(problem + ".")
         if not self.timeout_s > 0 or self.retry_interval_s < 0:
             raise ValueError(f"triton timeout_s must be > 0 and retry_interval_s >= 0, got {self.timeout_s}, {self.retry_interval_s}.")
         if (self.private_key is None) != (self.certificate_chain is None):
@@ -116,6 +114,78 @@ def _is_timeout(error: Exception) -> bool:
     if isinstance(error, InferenceServerException):
         return str(error.status()) == "StatusCode.DEADLINE_EXCEEDED"
     return isinstance(error, TimeoutError) or "timeout" in type(error).__name__.lower()
+
+
+def new_client(options: TritonOptions):
+    """A tritonclient `InferenceServerClient` for `options` (gRPC or HTTP, TLS; HTTP with the timeout built in).
+
+    One client per thread: the HTTP client (geventhttpclient) must not be shared between threads.
+    """
+    if options.protocol == "grpc":
+        import tritonclient.grpc as grpcclient
+
+        return grpcclient.InferenceServerClient(
+            options.url, ssl=options.ssl, root_certificates=options.root_certificates,
+            private_key=options.private_key, certificate_chain=options.certificate_chain,
+        )
+    import tritonclient.http as httpclient
+
+    context_factory = None
+    if options.ssl and options.root_certificates:
+        import functools
+        import ssl
+
+        context_factory = functools.partial(ssl.create_default_context, cafile=options.root_certificates)
+    return httpclient.InferenceServerClient(
+        options.url, connection_timeout=options.timeout_s, network_timeout=options.timeout_s,
+        ssl=options.ssl, ssl_context_factory=context_factory,
+    )
+
+
+def call_timeout(options: TritonOptions) -> dict:
+    """The per-call keyword that bounds a gRPC call by `timeout_s` (HTTP clients carry it from `new_client`)."""
+    return {"client_timeout": options.timeout_s} if options.protocol == "grpc" else {}
+
+
+def _close(client) -> None:
+    if client is not None:
+        try:
+            client.close()
+        except Exception:  # a half-dead client may fail to close; it is dropped either way
+            pass
+
+
+class ServerProbe:
+    """Asks the server whether it is ready (Triton: live and every model loaded), on a client of its own.
+
+    For a health check beside inference (the ROS node's diagnostics thread): it never touches the
+    stages' client. After a failure the client is dropped, so the next check opens a fresh
+    connection (no gRPC reconnect back-off), as the stages do.
+    """
+
+    def __init__(self, options: TritonOptions) -> None:
+        self.options = options
+        self._client = None
+
+    def check(self) -> str:
+        """"" when the server is ready; otherwise why not, naming the server. Bounded by `timeout_s`."""
+        display = self.options.display
+        try:
+            if self._client is None:
+                self._client = new_client(self.options)
+            if self._client.is_server_ready(**call_timeout(self.options)):
+                return ""
+            reason = (f"Triton server {display} is live but not ready: a model is not loaded (see the server's log; "
+                      "it serves the repository of `python -m xsam_engine.export --triton-repository DIR`).")
+        except Exception as error:
+            reason = (f"Triton server {display} is unreachable (health check): {error}. Check that tritonserver runs "
+                      "there and the address/port/protocol are right.")
+        self.close()
+        return reason
+
+    def close(self) -> None:
+        client, self._client = self._client, None
+        _close(client)
 
 
 @dataclass(eq=False)
@@ -150,7 +220,7 @@ class TritonStages(ExportedGraphStages):
         fallback: local stages for the graphs while the server is unreachable (None = raise).
 
     Raises:
-        RuntimeError at construction if the server or a model is not ready, or serves other weights
+        TritonServerError (a RuntimeError) at construction if the server or a model is not ready, or serves other weights
         (with a fallback, an unreachable server is not an error: the check runs on first contact).
     """
 
@@ -186,47 +256,20 @@ class TritonStages(ExportedGraphStages):
 
     # -- connection ----------------------------------------------------------------------------
 
-    def _new_client(self):
-        options = self.options
-        if options.protocol == "grpc":
-            import tritonclient.grpc as grpcclient
-
-            return grpcclient.InferenceServerClient(
-                options.url, ssl=options.ssl, root_certificates=options.root_certificates,
-                private_key=options.private_key, certificate_chain=options.certificate_chain,
-            )
-        import tritonclient.http as httpclient
-
-        context_factory = None
-        if options.ssl and options.root_certificates:
-            import functools
-            import ssl
-
-            context_factory = functools.partial(ssl.create_default_context, cafile=options.root_certificates)
-        return httpclient.InferenceServerClient(
-            options.url, connection_timeout=options.timeout_s, network_timeout=options.timeout_s,
-            ssl=options.ssl, ssl_context_factory=context_factory,
-        )
-
     @property
     def client(self):
         if self._client is None:
-            self._client = self._new_client()
+            self._client = new_client(self.options)
         return self._client
 
     def reset_client(self) -> None:
         """Drop the connection; the next call makes a new client (fresh channel, no back-off)."""
         client, self._client = self._client, None
-        if client is not None:
-            try:
-                client.close()
-            except Exception:  # a half-dead client may fail to close; it is dropped either way
-                pass
+        _close(client)
 
     def _call(self, what: str, method: str, *args, **kwargs):
         """One client call with the timeout; a connection failure is retried once on a new client."""
-        if self.options.protocol == "grpc":
-            kwargs["client_timeout"] = self.options.timeout_s
+        kwargs.update(call_timeout(self.options))
         for attempt in (1, 2):
             try:
                 return getattr(self.client, method)(*args, **kwargs)
@@ -238,7 +281,7 @@ class TritonStages(ExportedGraphStages):
                         f"(triton timeout); is it overloaded or unreachable? ({error})"
                     ) from error
                 if not _is_unreachable(error):
-                    raise RuntimeError(f"Triton server {self.options.display} rejected {what}: {error}") from error
+                    raise TritonServerError(f"Triton server {self.options.display} rejected {what}: {error}") from error
                 self.reset_client()
                 if attempt == 2:
                     raise TritonUnavailableError(
@@ -262,13 +305,13 @@ class TritonStages(ExportedGraphStages):
             metadata = self._call(f"the metadata of {name!r}", "get_model_metadata", name, **self._as_json())
             self.model_inputs[name] = [tensor["name"] for tensor in metadata["inputs"]]
         if missing:
-            raise RuntimeError(
+            raise TritonServerError(
                 f"Triton server {self.options.display} has no ready model(s) {missing} of the X-SAM models "
                 f"{list(self.served_models)}; serve the repository written by `python -m xsam_engine.export --triton-repository DIR` "
                 "(tritonserver --model-repository DIR) and check the server log for load errors."
             )
         if foreign:
-            raise RuntimeError(
+            raise TritonServerError(
                 f"Triton server {self.options.display} serves graphs of other weights: {foreign}; re-export this model "
                 "with `python -m xsam_engine.export --model <this model> --triton-repository DIR` and reload the server."
             )
