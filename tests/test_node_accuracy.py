@@ -194,13 +194,20 @@ def test_depth_gives_the_centroid_within_a_centimetre(session, scenes):
     assert max(errors) <= MAX_CENTROID_ERROR_M, f"centroid errors (mm) {np.round(np.array(errors) * 1000, 1).tolist()}"
 
 
-def test_instance_points_carry_the_centroid_pixels_only_while_subscribed(session, scene, red_cup):
+def test_instance_points_carry_the_centroid_pixels_only_while_subscribed(session, scenes):
     """~/instance_points (README "Topics"): PointCloud2 in the image's optical frame with the image's
     header, fields x, y, z (float32) and instance_id (uint32), built from the very points of each
     instance's 3D estimate: as many points as depth_pixels, whose mean is the centroid. Nobody
     subscribed: no cloud is built (no "point_cloud" stage in the result's timings); subscribed: every
-    result has one (the stage appears)."""
+    result has one (the stage appears).
+
+    This tests the cloud, not the model, so it needs a mask that is the cup: the scene is the first of
+    the ten whose engine referring mask has IoU >= 0.75 with the red cup (a rule; with the shipped
+    model it is seed 930,000,028 at IoU 0.77)."""
     node, driver = session
+    scene, red_cup = next(((scene, cup) for scene, cup, referring, _ in scenes
+                           if iou(referring, scene.mask(cup.instance_id)) >= 0.75), (None, None))
+    assert scene is not None, "the model finds the red cup (IoU >= 0.75) in none of the ten scenes"
     frames = scene_frames(driver, scene, 26000, depth_encoding="32FC1")
     warm_up_depth(driver, frames)
 
