@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import platform
+import sys
 from pathlib import Path
 
 from ..checkpoint import DEFAULT_MODEL_DIR, read_model_metadata
@@ -25,7 +26,7 @@ def main(argv: list[str] | None = None) -> None:
     report = evaluate_model(predictor, num_scenes=args.scenes, first_seed=args.first_seed, progress=True)
     model_dir = Path(args.model) if args.model else DEFAULT_MODEL_DIR
     report["model"] = {"path": str(args.model or "default"), "metadata": read_model_metadata(model_dir)}
-    report["command"] = "python -m xsam_engine.evaluation " + " ".join(argv or [])
+    report["command"] = "python -m xsam_engine.evaluation " + " ".join(sys.argv[1:] if argv is None else argv)
     report["machine"] = {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()}
     text = json.dumps(report, indent=2)
     print(json.dumps(report["metrics"], indent=2))
