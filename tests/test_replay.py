@@ -242,6 +242,19 @@ def test_a_parameter_file_of_another_layout_is_a_clear_error(bags, tmp_path, cap
     assert not output.exists()
 
 
+def test_a_refused_long_command_is_quoted_shortened(bags, tmp_path, capsys):
+    """--command of 3000 words is refused (over the node's 1000-character limit) with the limit named;
+    the error quotes its first 77 characters and "...", not all 24,000."""
+    from xsam_ros.replay import main
+
+    text = "red cup " * 3000
+    status = main([str(bags["sqlite3-raw"]), "--image-topic", TOPICS.image, "--command", text, "--output",
+                   str(tmp_path / "out.mcap"), "--no-progress"])
+    error = capsys.readouterr().err
+    assert status == 1 and error.startswith(f"error: --command {text[:77] + '...'!r}: "), error[:300]
+    assert "the limit is 1000" in error and len(error) < 400, error[:300]
+
+
 def test_an_image_topic_without_messages_is_a_clear_error(tmp_path, capsys):
     """A bag that has the image topic but no message on it (the camera was not publishing) ends before
     the model loads with exit status 1, naming the topic and what the bag holds, instead of a "Done"
