@@ -132,6 +132,28 @@ def test_cli_accepts_backend_and_device():
     assert (defaults.backend, defaults.device) == ("auto", "auto")
 
 
+@pytest.mark.parametrize("options, expected", [
+    (["--backend", "triton", "--triton-url", "grpc://127.0.0.1:8001"], "triton_url must be 'host:port' without a scheme"),
+    (["--backend", "triton", "--triton-url", "127.0.0.1"], "triton_url must end in ':port'"),
+    (["--model", "{tmp}/no_such_model"], "is not an xsam model directory"),
+    (["--model", "{tmp}/image.png"], "{tmp}/image.png"),
+])
+def test_cli_refuses_a_bad_server_address_or_model_with_a_clear_error(tmp_path, capsys, options, expected):
+    """xsam segment with a --triton-url it cannot use, or a --model that is not a model directory:
+    exit status 2 and "error: <why>" on stderr (as for an unreachable server), not a traceback; the
+    address is refused before any connection (docs/fleet.md), so no server is needed here."""
+    import cv2
+
+    from xsam_engine.cli import main
+
+    image = tmp_path / "image.png"
+    cv2.imwrite(str(image), scene_image()[..., ::-1])
+    options = [option.format(tmp=tmp_path) for option in options]
+    assert main(["segment", str(image), "red cup", "--device", "cpu", *options]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and expected.format(tmp=tmp_path) in error, error
+
+
 @pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
 def test_reduced_precision_llm_with_any_backend(tmp_path, backend):
     # The GPU path runs the LLM in bf16/fp16 while the engines hand float tensors back: the same

@@ -221,6 +221,79 @@ def test_a_topic_the_bag_lacks_or_an_unreadable_bag_is_a_clear_error(bags, seque
     assert done.returncode == 1 and "the sqlite3 file is damaged" in done.stderr and not output.exists()
 
 
+@pytest.mark.parametrize("layout", [
+    "- score_threshold: 0.5\n",                        # a list, not a mapping of node names
+    "score_threshold\n",                                # a scalar
+    "/**: 0.5\n",                                       # a node section that is not a mapping
+    "/**:\n  ros__parameters:\n    - score_threshold\n",  # ros__parameters that are not a mapping
+])
+def test_a_parameter_file_of_another_layout_is_a_clear_error(bags, tmp_path, capsys, layout):
+    """Every YAML that is not node -> ros__parameters -> {name: value} ends before the model loads with
+    exit status 1 and an error naming the file and the expected layout (not a Python traceback)."""
+    from xsam_ros.replay import main
+
+    params, output = tmp_path / "params.yaml", tmp_path / "out.mcap"
+    params.write_text(layout)
+    status = main([str(bags["sqlite3-raw"]), "--image-topic", TOPICS.image, "--command", COMMAND, "--output",
+                   str(output), "--params-file", str(params), "--no-progress"])
+    error = capsys.readouterr().err
+    assert status == 1, error
+    assert error.startswith(f"error: --params-file {params}: ") and "ros__parameters" in error, error
+    assert not output.exists()
+
+
+def test_a_refused_long_command_is_quoted_shortened(bags, tmp_path, capsys):
+    """--command of 3000 words is refused (over the node's 1000-character limit) with the limit named;
+    the error quotes its first 77 characters and "...", not all 24,000."""
+    from xsam_ros.replay import main
+
+    text = "red cup " * 3000
+    status = main([str(bags["sqlite3-raw"]), "--image-topic", TOPICS.image, "--command", text, "--output",
+                   str(tmp_path / "out.mcap"), "--no-progress"])
+    error = capsys.readouterr().err
+    assert status == 1 and error.startswith(f"error: --command {text[:77] + '...'!r}: "), error[:300]
+    assert "the limit is 1000" in error and len(error) < 400, error[:300]
+
+
+def test_an_image_topic_without_messages_is_a_clear_error(tmp_path, capsys):
+    """A bag that has the image topic but no message on it (the camera was not publishing) ends before
+    the model loads with exit status 1, naming the topic and what the bag holds, instead of a "Done"
+    summary of 0 images and an empty output file."""
+    from xsam_ros.replay import main
+
+    bag = write_sequence_bag(tmp_path / "empty", [], "sqlite3")  # every topic, 0 messages
+    output = tmp_path / "out.mcap"
+    status = main([str(bag), "--image-topic", TOPICS.image, "--command", COMMAND, "--output", str(output),
+                   "--no-progress"])
+    error = capsys.readouterr().err
+    assert status == 1, error
+    assert error.startswith(f"error: --image-topic {TOPICS.image}: the bag holds no message on this topic"), error
+    assert "sensor_msgs/msg/Image  (0 messages)" in error and not output.exists()
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA (fallback to cpu)")
+@pytest.mark.parametrize("option, params, expected", [
+    (["--device", "cuda"], "", "backend:=auto device:=cuda cannot run here: no CUDA device is available"),
+    ([], "/**:\n  ros__parameters:\n    backend: tensorrt\n", "backend:=tensorrt device:=auto cannot run here: "),
+])
+def test_cli_warns_of_a_fallback_and_its_summary_counts_every_answer(sequence, tmp_path, option, params, expected):
+    """Without CUDA, --device cuda (or backend tensorrt from the parameter file) runs on the CPU: the
+    CLI says so, as the node warns (README: "falls back ... with one warning"), instead of a silent
+    switch. The bag's command_text holds "grasp the red cup" (one-shot, answered on frame 0) and an
+    empty command before frame 1 (refused): two InstanceMaskArray are written, one with
+    success=false, and the summary's "Results" counts both, as /xsam/instances does."""
+    bag = write_sequence_bag(tmp_path / "bag", sequence[:2], "sqlite3", commands=((0, COMMAND), (1, "")))
+    output, params_file = tmp_path / "out.mcap", tmp_path / "params.yaml"
+    params_file.write_text(params or "{}\n")
+    done = run_cli(bag, "--image-topic", TOPICS.image, "--command-topic", TOPICS.command_text, "--output", output,
+                   "--params-file", params_file, *option)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"[warning] {expected}" in done.stderr, done.stderr[-3000:]
+    assert "Commands: 2 (1 rejected). Results: 2 (1 with success=false)" in done.stderr, done.stderr[-2000:]
+    assert f"Wrote {output}: /xsam/instances (2)," in done.stderr
+    assert len(read_output(output)["/xsam/instances"]) == 2
+
+
 def test_a_truncated_mcap_bag_is_replayed_up_to_the_cut(model, sequence, tmp_path):
     bag = truncate(write_sequence_bag(tmp_path / "cut", sequence[:10], "mcap"), 0.5)
     output = tmp_path / "out.mcap"

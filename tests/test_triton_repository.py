@@ -138,3 +138,22 @@ def test_export_command_writes_a_repository_of_the_shipped_model(tmp_path):
         assert config.platform == ("ensemble" if name == "xsam_frame" else "onnxruntime_onnx")
         assert config.parameters["xsam_fingerprint"].string_value == model_fingerprint(model)
     assert main(["--triton-repository", str(tmp_path), "--max-batch-size", "0"]) == 2
+
+
+@pytest.mark.parametrize("target", ["--onnx", "--triton-repository"])
+def test_export_command_refuses_a_bad_model_or_target_with_a_clear_error(tmp_path, capsys, target):
+    """A --model that is not a model directory, or a target that cannot be created (a file in the
+    way): exit status 1 and "error: ..." naming the path, not a traceback; nothing is written."""
+    from xsam_engine.export.__main__ import main
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    assert main(["--model", str(tmp_path / "no_such_model"), target, str(tmp_path / "out")]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: --model {tmp_path / 'no_such_model'}: ") and "not an xsam model" in error, error
+    assert main(["--model", str(blocker), target, str(tmp_path / "out")]) == 1
+    assert capsys.readouterr().err.startswith(f"error: --model {blocker}: ")
+    assert not (tmp_path / "out").exists()
+    assert main([target, str(blocker / "out")]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: cannot write {blocker / 'out'}: "), error

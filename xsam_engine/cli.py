@@ -157,8 +157,8 @@ def main(argv: list[str] | None = None) -> int:
             args.model, backend=args.backend, device=args.device, triton_url=args.triton_url,
             triton_protocol=args.triton_protocol, triton_timeout_s=args.triton_timeout, triton_fallback=args.triton_fallback,
         )
-    except RuntimeError as error:  # e.g. the Triton server is unreachable or lacks a model
-        print(f"error: {error}", file=sys.stderr)
+    except (RuntimeError, ValueError, OSError) as error:  # Triton server unreachable / lacks a model, a bad
+        print(f"error: {error}", file=sys.stderr)          # --triton-url, a --model that is not a model directory
         return 2
     try:
         predictor.set_image(bgr, image_format="BGR")

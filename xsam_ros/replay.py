@@ -94,8 +94,7 @@ def node_parameters(options: argparse.Namespace) -> dict:
             document = yaml.safe_load(options.params_file.read_text()) or {}
         except (OSError, yaml.YAMLError) as error:
             raise BagError(f"--params-file {options.params_file}: {error}") from error
-        for section in document.values():  # "/**", "/xsam/perception_node", ...
-            values.update((section or {}).get("ros__parameters", {}))
+        values.update(_file_parameters(document, options.params_file))
     if options.model is not None:
         values["model_path"] = options.model
     if options.device is not None:
@@ -106,9 +105,28 @@ def node_parameters(options: argparse.Namespace) -> dict:
     return values
 
 
+def _file_parameters(document, path: Path) -> dict:
+    """The ``ros__parameters`` of every node section of a ROS 2 parameter file (BagError when the layout differs)."""
+    layout = ("a ROS 2 parameter file maps node names to ros__parameters, e.g. "
+              "'/**: {ros__parameters: {score_threshold: 0.5}}' (see config/perception.yaml)")
+    if not isinstance(document, dict):
+        raise BagError(f"--params-file {path}: holds a {type(document).__name__}, not a mapping; {layout}")
+    values: dict = {}
+    for node, section in document.items():  # "/**", "/xsam/perception_node", ...
+        parameters = (section or {}).get("ros__parameters") or {} if isinstance(section, (dict, type(None))) else None
+        if not isinstance(parameters, dict):
+            raise BagError(f"--params-file {path}: the section {node!r} is not of the form "
+                           f"{{ros__parameters: {{name: value}}}}; {layout}")
+        values.update(parameters)
+    return values
+
+
 def check_topics(bag: BagInput, options: argparse.Namespace) -> InputTopics:
     """The topics, checked against what the bag holds (BagError naming what it holds otherwise)."""
-    bag.require(options.image_topic, IMAGE_TYPES, "--image-topic")
+    if bag.require(options.image_topic, IMAGE_TYPES, "--image-topic").count == 0:
+        raise BagError(f"--image-topic {options.image_topic}: the bag holds no message on this topic, so there is "
+                       f"nothing to replay (was the camera publishing while recording?). {bag.path} holds:\n"
+                       f"{bag.describe()}")
     if options.depth_topic:
         bag.require(options.depth_topic, ("sensor_msgs/msg/Image",), "--depth-topic")
         bag.require(options.camera_info_topic, ("sensor_msgs/msg/CameraInfo",), "--camera-info-topic")
@@ -127,19 +145,21 @@ def check_command(text: str | None, values: dict) -> None:
 
     _, error = text_job(text, Header(), values, 0)
     if error:
-        raise BagError(f"--command {text!r}: {error}")
+        shown = text if len(text) <= 80 else text[:77] + "..."
+        raise BagError(f"--command {shown!r}: {error}")
 
 
 def summary(stats: ReplayStats, output: McapOutput, seconds: float, interrupted: bool, bag: BagInput) -> str:
     rate = stats.frames_processed / seconds if seconds > 0 else 0.0
+    answers = stats.results + stats.errors  # every InstanceMaskArray written, success=false ones included
     lines = [
         ("Interrupted" if interrupted else "Done") + f" in {seconds:.1f} s: {stats.frames_read} image(s) read, "
         f"{stats.frames_processed} processed ({rate:.2f} frames/s)" + (
             f", {stats.frames_skipped} skipped (realtime: newest wins)" if stats.frames_skipped else "")
         + (f", {stats.unreadable} unreadable message(s) skipped" if stats.unreadable else "") + ".",
-        f"Commands: {stats.commands} ({stats.commands_rejected} rejected). Results: {stats.results} "
+        f"Commands: {stats.commands} ({stats.commands_rejected} rejected). Results: {answers} "
         f"({stats.errors} with success=false), {stats.instances} instance(s), "
-        f"{stats.instances / stats.results if stats.results else 0.0:.2f} per result.",
+        f"{stats.instances / answers if answers else 0.0:.2f} per result.",
     ]
     stages = stats.mean_stage_ms()
     if stages:
@@ -173,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
             except ModelLoadError as error:
                 raise BagError(f"model not available: {error}") from error
             print(loaded.describe(model_name(values)), file=sys.stderr)
+            if loaded.fallback_warning():  # --device / the params file's backend could not run here (as the node warns)
+                print(f"[warning] {loaded.fallback_warning()}", file=sys.stderr)
             total = bag.topics[topics.image].count
             with tqdm(total=total, unit="frame", desc="replay", disable=True if options.no_progress else None,
                       dynamic_ncols=True) as progress:
@@ -182,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # before the output was opened
+        print(f"Interrupted before the replay started (while reading the bag or loading the model); "
+              f"{options.output} was not written.", file=sys.stderr)
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)

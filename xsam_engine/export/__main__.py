@@ -53,16 +53,25 @@ def main(argv: list[str] | None = None) -> int:
 
     from ..checkpoint import load_pretrained
 
-    model, _ = load_pretrained(args.model, device="cpu", dtype=torch.float32)
-    if args.onnx:
-        from .onnx_export import export_onnx
+    try:
+        model, _ = load_pretrained(args.model, device="cpu", dtype=torch.float32)
+    except (OSError, ValueError) as error:  # not a model directory, a damaged or foreign checkpoint
+        print(f"error: --model {args.model}: {error}", file=sys.stderr)
+        return 1
+    target = args.onnx or args.triton_repository
+    try:
+        if args.onnx:
+            from .onnx_export import export_onnx
 
-        export_onnx(model, args.onnx)
-        print(f"wrote the ONNX graphs to {args.onnx}")
-        return 0
-    from ..triton.repository import write_triton_repository
+            export_onnx(model, args.onnx)
+            print(f"wrote the ONNX graphs to {args.onnx}")
+            return 0
+        from ..triton.repository import write_triton_repository
 
-    folders = write_triton_repository(model, args.triton_repository, options)
+        folders = write_triton_repository(model, args.triton_repository, options)
+    except OSError as error:  # the target cannot be created or written (permissions, a file in the way, disk full)
+        print(f"error: cannot write {target}: {error}", file=sys.stderr)
+        return 1
     print(f"wrote {len(folders)} Triton models ({options.platform}) to {args.triton_repository}: {', '.join(folders)}")
     if options.platform == "tensorrt_plan":
         print(f"build the TensorRT plans on the server's GPU: {args.triton_repository}/build_plans.sh")
