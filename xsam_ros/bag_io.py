@@ -32,6 +32,7 @@ from typing import Any
 
 from .bag_messages import to_ros, to_rosbags
 from .bag_types import bag_typestore, definitions, typename_of
+from .interrupts import interrupts_deferred
 
 
 class BagError(RuntimeError):
@@ -264,14 +265,15 @@ class McapOutput:
         self.counts[topic] = self.counts.get(topic, 0) + 1
 
     def close(self) -> None:
-        """Write the summary and close the file (idempotent)."""
+        """Write the summary and close the file (idempotent; Ctrl-C / SIGTERM meanwhile is acted on after)."""
         if self.closed:
             return
         self.closed = True
-        try:
-            self._writer.finish()
-        finally:
-            self._file.close()
+        with interrupts_deferred():
+            try:
+                self._writer.finish()
+            finally:
+                self._file.close()
 
     def __enter__(self) -> McapOutput:
         return self

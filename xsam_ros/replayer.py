@@ -33,6 +33,7 @@ from std_msgs.msg import Header
 from .bag_io import BagRecord, McapOutput
 from .conversions import ConversionError, check_image_message
 from .depth import DepthPairer
+from .interrupts import interrupts_deferred
 from .markers import ONE_SHOT, TRACKED, MarkerStreams
 from .pipeline import (
     FrameInput, FramePipeline, Outcome, PipelineSettings, command_job, image_problem, text_job,
@@ -282,7 +283,12 @@ class Replayer:
     # -- output -----------------------------------------------------------------------------------
 
     def _write_outcome(self, outcome: Outcome, log_time_ns: int) -> None:
-        """Write one answer as the node publishes it (``outputs.Outputs.publish``)."""
+        """Write one answer as the node publishes it (``outputs.Outputs.publish``), whole: Ctrl-C /
+        SIGTERM during the writes is acted on after them (``interrupts.interrupts_deferred``)."""
+        with interrupts_deferred():
+            self._write_answer(outcome, log_time_ns)
+
+    def _write_answer(self, outcome: Outcome, log_time_ns: int) -> None:
         topics, write = self._outputs, self._output.write
         if not outcome.success:
             deletions = self._streams.stop_tracked(outcome.header) if outcome.stopped is not None else None
