@@ -141,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     import cv2
 
     from .backends import create_predictor
+    from .triton.errors import TritonServerError
     from .visualization import draw_overlay
 
     bgr = cv2.imread(args.image, cv2.IMREAD_COLOR)
@@ -163,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         predictor.set_image(bgr, image_format="BGR")
         result = predictor.segment(request)
-    except ValueError as error:
+    except (ValueError, TritonServerError) as error:  # bad input; the Triton server went away or refused a request
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(json.dumps(result_to_json(result), indent=2))
