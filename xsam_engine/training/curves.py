@@ -139,11 +139,12 @@ def plot_curves(curves: dict[str, dict], out_png: str | Path, reference: dict | 
                           marker="o", label=name)
             if reference is not None and start == FROM_SCRATCH and _value(reference, key) is not None:
                 axis.axhline(_value(reference, key), color="grey", linestyle=":",
-                             label=f"reference: {reference.get('model', '?')} model")
+                             label="reference (step 0 of the continuations)")
             axis.set_title("referring: absent-object commands returned at 0.5" if key.startswith("absent")
                            else key.replace("_", " "), fontsize=9)
             axis.set_xlabel("step", fontsize=8)
             axis.set_ylim(0, 1)
+            axis.set_xlim(left=0)
             axis.grid(alpha=0.3)
         for axis in list(axes.flat)[len(keys):]:
             axis.axis("off")
