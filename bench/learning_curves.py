@@ -2,14 +2,17 @@
 
     python bench/learning_curves.py --reference [--model DIR]        # step-0 point of a warm start
     python bench/learning_curves.py --run NAME=runs/DIR [--run ...]   # collect, write JSON + PNG
+    python bench/learning_curves.py --keep --run NAME=runs/DIR        # add runs to the committed ones
 
 Each run is a `python -m xsam_engine.training ... --eval-every N` output directory; its
 `curve.json` holds the points the trainer wrote as it went (`xsam_engine/training/curves.py`:
 the fixed 50-scene held-out subset from seed 9e8, every task's headline metric, the referring
 absent-object rate, training wall and CPU seconds). Runs that start from a saved model
 (`--init-from`) get that model's evaluation as their step-0 point (`--reference` writes it once
-to runs/reference_point.json, so the runs do not each repeat it). Writes
-bench/results/learning_curves.json and .png.
+to runs/reference_point.json, so the runs do not each repeat it); runs from scratch get no
+step-0 point and are drawn as their own block, with the reference as a dotted line. `--keep`
+keeps the runs already in the output JSON (their directories may be gone) and adds or replaces
+the `--run` ones. Writes bench/results/learning_curves.json and .png.
 """
 
 from __future__ import annotations
@@ -44,19 +47,40 @@ def reference_point(model: str | None, scenes: int, out: Path) -> None:
 
 
 def collect(runs: list[str], reference: Path) -> dict:
-    from xsam_engine.training.curves import CURVE_NAME, read_curve
+    """{name: curve} of each `NAME=DIR`, with its `start` (`run_start`) and directory.
+
+    A run that continues a saved model gets the reference point as its step 0 (when the file
+    exists and the run has no step-0 point of its own); a run from scratch does not.
+    Raises ValueError for a spec without `=` or a directory without curve points.
+    """
+    from xsam_engine.training.curves import CURVE_NAME, read_curve, run_start
 
     curves = {}
     for spec in runs:
-        name, _, directory = spec.partition("=")
+        name, separator, directory = spec.partition("=")
+        if not separator or not name or not directory:
+            raise ValueError(f"--run {spec!r}: give NAME=OUTPUT_DIR, e.g. --run 'base=runs/scratch_base'.")
         curve = read_curve(Path(directory) / CURVE_NAME)
         if not curve["points"]:
             raise ValueError(f"{directory} has no {CURVE_NAME} points yet; train it with --eval-every.")
+        curve["start"] = run_start(curve["training"])
         if curve["training"].get("init_from") and reference.is_file() and curve["points"][0]["step"] > 0:
             curve["points"] = [json.loads(reference.read_text()), *curve["points"]]
         curve["directory"] = directory
         curves[name] = curve
     return curves
+
+
+def kept_runs(out: Path, replaced: dict) -> dict:
+    """The runs already in `out` (a learning_curves.json) that `replaced` does not name again."""
+    from xsam_engine.training.curves import run_start
+
+    if not out.is_file():
+        return {}
+    kept = {name: curve for name, curve in json.loads(out.read_text())["runs"].items() if name not in replaced}
+    for curve in kept.values():
+        curve.setdefault("start", run_start(curve["training"]))
+    return kept
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,17 +90,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenes", type=int, default=50)
     parser.add_argument("--run", action="append", default=[], help="NAME=OUTPUT_DIR of a training run with curve.json")
     parser.add_argument("--out", default=str(RESULTS / "learning_curves.json"))
+    parser.add_argument("--keep", action="store_true", help="keep the runs already in --out and add the --run ones")
+    parser.add_argument("--reference-point", default=str(REFERENCE),
+                        help="the step-0 point of warm starts (written by --reference, read when collecting)")
     args = parser.parse_args(argv)
     if args.reference:
-        reference_point(args.model, args.scenes, REFERENCE)
+        reference_point(args.model, args.scenes, Path(args.reference_point))
         return 0
     from xsam_engine.training.curves import plot_curves
 
-    curves = collect(args.run, REFERENCE)
     out = Path(args.out)
-    report = {"machine": machine_info(), "held_out": "50 scenes from seed 900,000,000 (fixed subset)", "runs": curves}
+    reference_path = Path(args.reference_point)
+    try:
+        new = collect(args.run, reference_path)
+    except ValueError as error:
+        parser.error(str(error))
+    curves = {**(kept_runs(out, new) if args.keep else {}), **new}
+    if not curves:
+        parser.error("no runs: give --run NAME=OUTPUT_DIR (or --keep with an existing --out).")
+    reference = json.loads(reference_path.read_text()) if reference_path.is_file() else None
+    if reference is None and args.keep and out.is_file():
+        reference = json.loads(out.read_text()).get("reference")
+    report = {"machine": machine_info(), "held_out": "50 scenes from seed 900,000,000 (fixed subset)",
+              "reference": reference, "runs": curves}
     out.write_text(json.dumps(report, indent=1) + "\n")
-    plot_curves(curves, out.with_suffix(".png"))
+    plot_curves(curves, out.with_suffix(".png"), reference=reference)
     print(f"wrote {out} and {out.with_suffix('.png')}")
     return 0
 

@@ -3,7 +3,8 @@
 `train()` calls `evaluate_point` every `eval_every` steps (TrainingConfig) on a fixed held-out
 subset (`eval_scenes` scenes from `HELD_OUT_FIRST_SEED`, the first scenes of the README's
 evaluation range), and appends the point to `OUTPUT_DIR/curve.json` as it goes; a resumed run
-keeps the points it has and adds the missing ones. `plot_curves` draws several runs' curves.
+keeps the points it has and adds the missing ones. `plot_curves` draws several runs' curves,
+runs from scratch apart from runs that continue a saved model (`run_start`).
 
 A point holds each task's headline metric (`HEADLINE`), the referring absent-object return rate
 and present recall at the model's default referring threshold and at 0.5, the lowest threshold
@@ -89,35 +90,71 @@ def append_point(path: Path, training: dict, point: dict) -> None:
     temporary.replace(path)
 
 
-def plot_curves(curves: dict[str, dict], out_png: str | Path) -> None:
-    """One panel per headline metric (+ the absent-object rate at threshold 0.5, comparable across
-    models whose default thresholds differ), one line per run; x = step."""
+FROM_SCRATCH = "from scratch"
+
+
+def run_start(training: dict) -> str:
+    """How a run's weights started: "from scratch", or "continues DIR" for `--init-from DIR`.
+
+    The step axis means different things for the two (steps since random weights, or steps after
+    the saved model's own training), so tables and plots keep them apart.
+    """
+    return f"continues {training['init_from']}" if training.get("init_from") else FROM_SCRATCH
+
+
+def plot_curves(curves: dict[str, dict], out_png: str | Path, reference: dict | None = None) -> dict[str, list[str]]:
+    """Draw every run's curves, one block of panels per start (`run_start`), and return the blocks.
+
+    A block has one panel per headline metric (+ the absent-object rate at threshold 0.5,
+    comparable across models whose default thresholds differ) and one line per run; x = the
+    run's own step. `reference` (a curve point, e.g. the shipped model's) is drawn as a dotted
+    line in the from-scratch block, where no run starts from it. Returns {start: [run names]}.
+    Raises ValueError when `curves` is empty.
+    """
+    if not curves:
+        raise ValueError("plot_curves: no runs to draw; pass at least one curve.")
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    groups: dict[str, list[str]] = {}
+    for name, curve in curves.items():
+        groups.setdefault(run_start(curve["training"]), []).append(name)
     keys = [*HEADLINE, "absent_returned_at_0.5"]
     columns = 4
     rows = (len(keys) + columns - 1) // columns
-    figure, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3 * rows), squeeze=False)
-    for axis, key in zip(axes.flat, keys):
-        for name, curve in curves.items():
-            points = curve["points"]
-            if key == "absent_returned_at_0.5":
-                values = [p["referring_absent"]["absent_returned_at_0.5"] for p in points]
-            else:
-                values = [p[key] for p in points]
-            steps = [p["step"] for p in points]
-            axis.plot(steps, [float("nan") if v is None else v for v in values], marker="o", label=name)
-        axis.set_title("referring: absent-object commands returned at 0.5" if key.startswith("absent")
-                       else key.replace("_", " "), fontsize=9)
-        axis.set_xlabel("step", fontsize=8)
-        axis.set_ylim(0, 1)
-        axis.grid(alpha=0.3)
-    for axis in list(axes.flat)[len(keys):]:
-        axis.axis("off")
-    axes.flat[0].legend(fontsize=7)
-    figure.tight_layout()
+    figure = plt.figure(figsize=(4 * columns, 3.2 * rows * len(groups)), layout="constrained")
+    blocks = figure.subfigures(len(groups), 1, squeeze=False)[:, 0]
+    for block, (start, names) in zip(blocks, groups.items()):
+        axes = block.subplots(rows, columns, squeeze=False)
+        block.suptitle(f"{start}: step = " + ("steps since random weights" if start == FROM_SCRATCH
+                                               else "steps after that model's own training"),
+                       fontsize=11, fontweight="bold")
+        for axis, key in zip(axes.flat, keys):
+            for name in names:
+                points = curves[name]["points"]
+                values = [_value(p, key) for p in points]
+                axis.plot([p["step"] for p in points], [float("nan") if v is None else v for v in values],
+                          marker="o", label=name)
+            if reference is not None and start == FROM_SCRATCH and _value(reference, key) is not None:
+                axis.axhline(_value(reference, key), color="grey", linestyle=":",
+                             label="reference (step 0 of the continuations)")
+            axis.set_title("referring: absent-object commands returned at 0.5" if key.startswith("absent")
+                           else key.replace("_", " "), fontsize=9)
+            axis.set_xlabel("step", fontsize=8)
+            axis.set_ylim(0, 1)
+            axis.set_xlim(left=0)
+            axis.grid(alpha=0.3)
+        for axis in list(axes.flat)[len(keys):]:
+            axis.axis("off")
+        axes.flat[0].legend(fontsize=7)
     figure.savefig(out_png, dpi=90)
     plt.close(figure)
+    return groups
+
+
+def _value(point: dict, key: str):
+    if key == "absent_returned_at_0.5":
+        return point["referring_absent"]["absent_returned_at_0.5"]
+    return point[key]
