@@ -48,6 +48,7 @@ class _LineReader:
 
     def __init__(self, process: subprocess.Popen) -> None:
         self.lines: list[str] = []
+        self._closed = False
         self._new = threading.Condition()
         self._thread = threading.Thread(target=self._read, args=(process.stdout,), daemon=True)
         self._thread.start()
@@ -60,8 +61,6 @@ class _LineReader:
         with self._new:
             self._closed = True
             self._new.notify_all()
-
-    _closed = False
 
     def wait_for(self, needle: str, timeout: float) -> None:
         """Return once a line containing `needle` has been printed; AssertionError after `timeout` s."""

@@ -121,14 +121,19 @@ def ask_red_cup(node, driver, scene, first_sec: int, depth_encoding=None, depth_
     accept = None
     if depth_encoding is not None:
         warm_up_depth(driver, frames)  # the answered frame then has its depth image
-        # Depth is a keep-last-5 stream: a node stalled on a loaded machine can lose the answered
-        # frame's depth image and then (rightly) answers without 3D; ask again then.
-        accept = lambda result: all(instance.has_3d for instance in result.instances)  # noqa: E731
+        accept = all_with_3d
     return answer_on_scene(node, driver, lambda: driver.text_pub.publish(String(data="grasp the red cup")),
                            frames, first_sec, accept=accept, prompt="grasp the red cup")
 
 
-def answer_on_scene(node, driver, send, frames, first_sec: int, accept=None, attempts: int = 3, **match):
+def all_with_3d(result) -> bool:
+    """Whether every instance has its 3D estimate. Depth is a keep-last-5 stream: a node stalled on a
+    loaded machine can lose the answered frame's depth image and then (rightly) answers without 3D."""
+    return all(instance.has_3d for instance in result.instances)
+
+
+def answer_on_scene(node, driver, send, frames, first_sec: int, accept=None, attempts: int = 3, start: int = 0,
+                    **match):
     """Send a command (`send()`), publish this scene's frames until its answer comes; the answer.
 
     The node answers on the first image that reaches it after the command. Images and commands
@@ -136,13 +141,15 @@ def answer_on_scene(node, driver, send, frames, first_sec: int, accept=None, att
     previous scene's last frame can reach the node after the command and be the one answered
     (correctly, for that frame). Such an answer (stamped before this scene's first frame), or one
     `accept` refuses, is set aside and the command sent again, at most `attempts` times; the last
-    answer is returned then (for the test's own assertions to explain).
+    answer is returned then (for the test's own assertions to explain). Frames are published from
+    frames(start) on, stamped `first_sec` onwards.
     """
     result = None
     for _ in range(attempts):
-        start = len(driver.instances)
+        seen = len(driver.instances)
         send()
-        result = driver.publish_frames_until(frames, lambda: driver.result_for(after=start, **match), TIMEOUT)
+        result = driver.publish_frames_until(frames, lambda: driver.result_for(after=seen, **match), TIMEOUT,
+                                             start=start)
         assert result is not None and result.success, node.log()[-3000:]
         if result.header.stamp.sec >= first_sec and (accept is None or accept(result)):
             return result
@@ -232,11 +239,9 @@ def test_instance_points_carry_the_centroid_pixels_only_while_subscribed(session
     warm_up_depth(driver, frames)
 
     def ask(first: int):
-        start = len(driver.instances)
-        driver.text_pub.publish(String(data="grasp the red cup"))
-        result = driver.publish_frames_until(
-            frames, lambda: driver.result_for(prompt="grasp the red cup", after=start), TIMEOUT, start=first)
-        assert result is not None and result.success and result.instances[0].has_3d, node.log()[-3000:]
+        result = answer_on_scene(node, driver, lambda: driver.text_pub.publish(String(data="grasp the red cup")),
+                                 frames, 26000 + first, accept=all_with_3d, start=first, prompt="grasp the red cup")
+        assert result.instances and result.instances[0].has_3d, node.log()[-3000:]
         return result
 
     unsubscribed = ask(0)
